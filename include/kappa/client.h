@@ -1,0 +1,236 @@
+/* libkappa: the Kappa client library (producer, consumer, admin).
+ *
+ * A client owns one libuv loop and its broker connections. It is not
+ * thread-safe: call it from one thread at a time (one client per thread when
+ * an application needs several). Network I/O happens inside kappa_poll,
+ * kappa_flush, kappa_consume and the blocking calls, and opportunistically
+ * inside kappa_produce when a batch fills up; an application that only
+ * produces calls kappa_poll regularly (as with librdkafka) so linger.ms
+ * expires and delivery callbacks run.
+ *
+ * Every call returns 0 or a positive code from <kappa/errors.h>;
+ * kappa_last_error() gives a message with context for the last failure. */
+#ifndef KAPPA_CLIENT_H
+#define KAPPA_CLIENT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <kappa/errors.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Partition value asking the client to choose: by key hash (murmur2, as
+ * Kafka's default partitioner) when a key is given, else sticky spreading
+ * (a partition per batch, rotating). */
+#define KAPPA_PARTITION_ANY (-1)
+/* Special offsets for kappa_assign and kappa_seek. */
+#define KAPPA_OFFSET_END (-1)
+#define KAPPA_OFFSET_BEGINNING (-2)
+
+/* ---- Configuration: key=value properties, as in librdkafka ----------------
+ *
+ * bootstrap.servers        host:port[,host:port...] (required)
+ * client.id                name sent in Hello (default "libkappa")
+ * acks                     0 | 1 | all (default all)
+ * linger.ms                time a batch waits to fill (default 5)
+ * batch.size               bytes per batch before it is sent (default 1 MiB)
+ * compression              none | lz4 | zstd (default none)
+ * max.in.flight            produce requests in flight per broker (default 5)
+ * queue.buffering.max.bytes  producer memory; over it kappa_produce returns
+ *                          KAPPA_EBUSY (default 256 MiB)
+ * request.timeout.ms       per request (default 30000)
+ * message.timeout.ms       a record fails with ETIMEDOUT after this (30000)
+ * retries                  retriable errors are retried this often (5)
+ * retry.backoff.ms         first backoff, doubled each retry (100)
+ * fetch.max.wait.ms        long-poll wait of a fetch (default 500)
+ * fetch.min.bytes          (default 1)
+ * fetch.max.bytes          per fetch request (default 50 MiB)
+ * fetch.partition.max.bytes  per partition (default 1 MiB)
+ * check.crcs               true | false: verify batch CRCs (default true)
+ */
+struct kappa_conf;
+
+struct kappa_conf *kappa_conf_new(void);
+void kappa_conf_free(struct kappa_conf *conf);
+/* Returns 0 or KAPPA_ECONFIG for an unknown key or a bad value, with a
+ * message in errstr. */
+int kappa_conf_set(struct kappa_conf *conf, const char *key, const char *value,
+                   char *errstr, size_t errstr_size);
+
+/* ---- Client ------------------------------------------------------------- */
+struct kappa_client;
+
+/* Takes ownership of conf (also on failure). Does not connect yet. Returns
+ * 0, KAPPA_ECONFIG or KAPPA_ENOMEM with a message in errstr. */
+int kappa_client_new(struct kappa_conf *conf, struct kappa_client **out,
+                     char *errstr, size_t errstr_size);
+/* Closes connections and frees the client. Records not yet delivered get
+ * their delivery callback with KAPPA_ECANCELED first. NULL is a no-op. */
+void kappa_client_free(struct kappa_client *c);
+/* Message of the last failed call, e.g. "produce t/3: unknown topic". */
+const char *kappa_last_error(const struct kappa_client *c);
+
+/* ---- Producer ----------------------------------------------------------- */
+struct kappa_header {
+    const char *key;   /* NUL-terminated */
+    const void *value; /* NULL for a null value */
+    size_t value_len;
+};
+
+struct kappa_msg {
+    const char *topic;
+    int32_t partition; /* or KAPPA_PARTITION_ANY */
+    const void *key;   /* NULL for a null key */
+    size_t key_len;
+    const void *value; /* NULL for a null value */
+    size_t value_len;
+    const struct kappa_header *headers;
+    size_t n_headers;
+    int64_t timestamp_ms; /* 0: now */
+    void *opaque;         /* handed back in the delivery report */
+};
+
+struct kappa_delivery {
+    const char *topic;
+    int32_t partition;
+    int64_t offset; /* -1 on error, and for acks=0 */
+    int err;        /* 0 or a KAPPA_E* code */
+    void *opaque;
+};
+
+/* Runs once per record, in produce order per partition, from inside
+ * kappa_poll / kappa_flush / blocking calls. */
+typedef void (*kappa_delivery_cb)(const struct kappa_delivery *d, void *arg);
+void kappa_set_delivery_cb(struct kappa_client *c, kappa_delivery_cb cb,
+                           void *arg);
+
+/* Copies the record into the partition's open batch (the caller's buffers
+ * are free on return). The first record for a topic fetches its metadata,
+ * blocking up to request.timeout.ms. Returns 0, KAPPA_EUNKNOWN_TOPIC,
+ * KAPPA_EBAD_PARTITION, KAPPA_ETOOBIG (one record over the batch limit),
+ * KAPPA_EBUSY (queue.buffering.max.bytes reached: call kappa_poll and
+ * retry) or KAPPA_EINVAL. On error no delivery callback will run. */
+int kappa_produce(struct kappa_client *c, const struct kappa_msg *m);
+
+/* Runs I/O and callbacks for up to timeout_ms (0: only what is ready).
+ * Returns the number of delivery reports served. */
+int kappa_poll(struct kappa_client *c, int timeout_ms);
+
+/* Sends every pending batch and waits until all records are delivered.
+ * Returns 0 or KAPPA_ETIMEDOUT. */
+int kappa_flush(struct kappa_client *c, int timeout_ms);
+
+/* Records produced but not yet delivered. */
+size_t kappa_outq_len(const struct kappa_client *c);
+
+/* Blocking: produces one record and waits for its delivery; *offset gets its
+ * offset. Returns the delivery's error. */
+int kappa_produce_sync(struct kappa_client *c, const struct kappa_msg *m,
+                       int64_t *offset, int timeout_ms);
+
+/* ---- Consumer ----------------------------------------------------------- */
+
+/* Starts fetching topic/partition from offset (>= 0, KAPPA_OFFSET_BEGINNING
+ * or KAPPA_OFFSET_END). Assigning an assigned partition seeks it. Blocks to
+ * fetch metadata the first time. Returns 0, KAPPA_EUNKNOWN_TOPIC or
+ * KAPPA_EBAD_PARTITION. */
+int kappa_assign(struct kappa_client *c, const char *topic, int32_t partition,
+                 int64_t offset);
+int kappa_unassign(struct kappa_client *c, const char *topic,
+                   int32_t partition);
+/* Moves an assigned partition; records fetched before the seek are
+ * dropped. */
+int kappa_seek(struct kappa_client *c, const char *topic, int32_t partition,
+               int64_t offset);
+/* Seeks to the first offset whose timestamp is >= timestamp_ms (blocking
+ * ListOffsets). */
+int kappa_seek_timestamp(struct kappa_client *c, const char *topic,
+                         int32_t partition, int64_t timestamp_ms);
+/* Next offset kappa_consume will return for the partition. */
+int kappa_position(struct kappa_client *c, const char *topic,
+                   int32_t partition, int64_t *offset);
+
+struct kappa_record {
+    const char *topic;
+    int32_t partition;
+    int err; /* non-zero: an error event for the partition, no record
+                (e.g. KAPPA_EOFFSET_RANGE); the partition stops fetching */
+    int64_t offset;
+    int64_t timestamp_ms;
+    const void *key; /* NULL for a null key */
+    size_t key_len;
+    const void *value; /* NULL for a null value */
+    size_t value_len;
+    size_t n_headers;
+    int64_t high_watermark; /* of the partition when fetched */
+    const void *priv_headers; /* for kappa_record_header */
+    size_t priv_headers_len;
+};
+
+/* Waits up to timeout_ms for records of assigned partitions and fills at
+ * most max of them into out, in offset order per partition. The records
+ * borrow the client's fetch buffers: valid until the next kappa_consume or
+ * kappa_client_free. Returns 0 with *n set (0 on timeout) or an error. */
+int kappa_consume(struct kappa_client *c, int timeout_ms,
+                  struct kappa_record *out, size_t max, size_t *n);
+
+/* Header i (< n_headers) of a record; key is NOT NUL-terminated, its length
+ * is returned in *key_len. Returns 0 or KAPPA_EINVAL. */
+int kappa_record_header(const struct kappa_record *r, size_t i,
+                        const char **key, size_t *key_len, const void **value,
+                        size_t *value_len);
+
+/* Blocking ListOffsets: log start and high watermark of a partition. */
+int kappa_watermarks(struct kappa_client *c, const char *topic,
+                     int32_t partition, int64_t *low, int64_t *high,
+                     int timeout_ms);
+
+/* Blocking ListOffsets by time: first offset with timestamp >= ts (the high
+ * watermark if none). */
+int kappa_offset_for_time(struct kappa_client *c, const char *topic,
+                          int32_t partition, int64_t timestamp_ms,
+                          int64_t *offset, int timeout_ms);
+
+/* ---- Admin (blocking) --------------------------------------------------- */
+struct kappa_partition_info {
+    int32_t partition;
+    int32_t leader;
+    int64_t log_start;
+    int64_t high_watermark;
+    uint64_t size_bytes;
+    uint32_t segments;
+};
+
+struct kappa_topic_info {
+    char *name;
+    int32_t partitions;
+    int32_t replication_factor;
+    size_t n_configs;
+    char **config_keys;
+    char **config_values;
+    struct kappa_partition_info *partition_info; /* [partitions] */
+};
+
+/* configs: NULL or a NULL-terminated list of "key=value" strings. Returns 0
+ * once the topic exists on the broker, KAPPA_ETOPIC_EXISTS,
+ * KAPPA_ETOPIC_NAME or KAPPA_EINVAL. */
+int kappa_create_topic(struct kappa_client *c, const char *name,
+                       int32_t partitions, int32_t replication_factor,
+                       const char *const *configs, int timeout_ms);
+int kappa_delete_topic(struct kappa_client *c, const char *name,
+                       int timeout_ms);
+/* Lists all topics (name filter NULL) or one; the caller frees *topics with
+ * kappa_topic_info_free. */
+int kappa_list_topics(struct kappa_client *c, const char *name,
+                      struct kappa_topic_info **topics, size_t *n,
+                      int timeout_ms);
+void kappa_topic_info_free(struct kappa_topic_info *topics, size_t n);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* KAPPA_CLIENT_H */
