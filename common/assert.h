@@ -9,8 +9,8 @@
 #define KAPPA_ASSERT(cond)                                                     \
     do {                                                                       \
         if (!(cond)) {                                                         \
-            fprintf(stderr, "%s:%d: assertion failed: %s\n", __FILE__,         \
-                    __LINE__, #cond);                                          \
+            (void)fprintf(stderr, "%s:%d: assertion failed: %s\n", __FILE__,   \
+                          __LINE__, #cond);                                    \
             abort();                                                           \
         }                                                                      \
     } while (0)
@@ -23,6 +23,6 @@
 
 /* Defensive branches that should never be taken (SQLite's ALWAYS/NEVER). */
 #define ALWAYS(x) (x)
-#define NEVER(x) (x)
+#define NEVER(x)  (x)
 
 #endif /* KAPPA_COMMON_ASSERT_H */

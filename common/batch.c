@@ -38,7 +38,7 @@
  *
  *   varint  length            bytes of the record after this field
  *   u8      attributes        zero
- *   svarint timestamp_delta   timestamp - first_timestamp
+ *   svarint timestamp_delta   timestamp - first_timestamp (mod 2^64)
  *   varint  offset_delta      offset - base_offset (0, 1, 2, ...)
  *   svarint key_length        -1 for a null key
  *   bytes   key
@@ -100,6 +100,10 @@ int batch_header_decode(const uint8_t *p, size_t n, struct batch_header *h)
     }
     if (h->record_count == 0 || h->record_count > KAPPA_BATCH_RECORDS_MAX ||
         h->base_offset < 0) {
+        return KAPPA_ECORRUPT;
+    }
+    /* The last record's offset, base_offset + record_count - 1, must fit. */
+    if (h->base_offset > INT64_MAX - (int64_t)(h->record_count - 1)) {
         return KAPPA_ECORRUPT;
     }
     return 0;
@@ -186,8 +190,7 @@ int record_header_next(const uint8_t **p, const uint8_t *end,
                        struct record_header *h)
 {
     uint64_t key_len;
-    if (uvarint_get(p, end, &key_len) != 0 ||
-        key_len > (uint64_t)(end - *p)) {
+    if (uvarint_get(p, end, &key_len) != 0 || key_len > (uint64_t)(end - *p)) {
         return KAPPA_ECORRUPT;
     }
     h->key = *p;
@@ -196,9 +199,24 @@ int record_header_next(const uint8_t **p, const uint8_t *end,
     return get_nullable_bytes(p, end, &h->value, &h->value_len);
 }
 
-/* Decodes the record at *p, which must end exactly at its length prefix. */
+/* Timestamps are stored as deltas from first_timestamp computed modulo 2^64,
+ * so any pair of int64 timestamps round-trips and hostile deltas cannot
+ * overflow a signed add. */
+static int64_t ts_delta_of(int64_t timestamp_ms, int64_t first_ms)
+{
+    return (int64_t)((uint64_t)timestamp_ms - (uint64_t)first_ms);
+}
+
+static int64_t ts_from_delta(int64_t first_ms, int64_t delta)
+{
+    return (int64_t)((uint64_t)first_ms + (uint64_t)delta);
+}
+
+/* Decodes record number `index` at *p; it must end exactly where its length
+ * prefix says, with zero attributes and offset_delta == index. */
 static int record_decode(const uint8_t **p, const uint8_t *end,
-                         const struct batch_header *h, struct record_view *rec)
+                         const struct batch_header *h, uint32_t index,
+                         struct record_view *rec)
 {
     uint64_t len, offset_delta, n_headers;
     int64_t ts_delta;
@@ -210,10 +228,13 @@ static int record_decode(const uint8_t **p, const uint8_t *end,
         return KAPPA_ECORRUPT;
     }
     rec_end = q + len;
-    q++; /* attributes */
+    if (*q++ != 0) { /* attributes */
+        return KAPPA_ECORRUPT;
+    }
+    /* Offsets are assigned as base_offset + 0, 1, 2, ...: a gap or a repeat
+     * would give consumers duplicate or missing offsets. */
     if (svarint_get(&q, rec_end, &ts_delta) != 0 ||
-        uvarint_get(&q, rec_end, &offset_delta) != 0 ||
-        offset_delta >= h->record_count) {
+        uvarint_get(&q, rec_end, &offset_delta) != 0 || offset_delta != index) {
         return KAPPA_ECORRUPT;
     }
     if (get_nullable_bytes(&q, rec_end, &rec->key, &rec->key_len) != 0 ||
@@ -223,7 +244,7 @@ static int record_decode(const uint8_t **p, const uint8_t *end,
         return KAPPA_ECORRUPT;
     }
     rec->offset = h->base_offset + (int64_t)offset_delta;
-    rec->timestamp_ms = h->first_timestamp_ms + ts_delta;
+    rec->timestamp_ms = ts_from_delta(h->first_timestamp_ms, ts_delta);
     rec->n_headers = (uint32_t)n_headers;
     rec->headers = q;
     rec->headers_bytes = (uint32_t)(rec_end - q);
@@ -245,7 +266,7 @@ static int validate_records(const uint8_t *body, const uint8_t *end,
 {
     struct record_view rec;
     for (uint32_t i = 0; i < h->record_count; i++) {
-        if (record_decode(&body, end, h, &rec) != 0) {
+        if (record_decode(&body, end, h, i, &rec) != 0) {
             return KAPPA_ECORRUPT;
         }
     }
@@ -349,8 +370,8 @@ size_t batch_record_bytes(uint32_t key_len, uint32_t value_len,
                           uint32_t n_headers, int64_t timestamp_delta,
                           uint32_t offset_delta)
 {
-    size_t body = record_body_size(key_len, value_len, 0, 0, headers,
-                                   n_headers, timestamp_delta, offset_delta);
+    size_t body = record_body_size(key_len, value_len, 0, 0, headers, n_headers,
+                                   timestamp_delta, offset_delta);
     return uvarint_size(body) + body;
 }
 
@@ -378,7 +399,7 @@ int batch_builder_add(struct batch_builder *b, const void *key,
         b->first_timestamp_ms = timestamp_ms;
         b->max_timestamp_ms = timestamp_ms;
     }
-    ts_delta = timestamp_ms - b->first_timestamp_ms;
+    ts_delta = ts_delta_of(timestamp_ms, b->first_timestamp_ms);
     body = record_body_size(key_len, value_len, key == NULL, value == NULL,
                             headers, n_headers, ts_delta, b->record_count);
     total = uvarint_size(body) + body;
@@ -512,7 +533,8 @@ static int decompress_body(struct batch_reader *r, const uint8_t *body,
         return KAPPA_ECORRUPT;
     }
     raw_len = le32_get(body);
-    if (raw_len > KAPPA_BATCH_BYTES_MAX) {
+    /* At least one record, so never empty. */
+    if (raw_len == 0 || raw_len > KAPPA_BATCH_BYTES_MAX) {
         return KAPPA_ECORRUPT;
     }
     r->scratch.len = 0;
@@ -520,15 +542,15 @@ static int decompress_body(struct batch_reader *r, const uint8_t *body,
         return KAPPA_ENOMEM;
     }
     if (codec == KAPPA_COMPRESSION_LZ4) {
-        int n = LZ4_decompress_safe((const char *)body + 4,
-                                    (char *)r->scratch.data, (int)body_len - 4,
-                                    (int)raw_len);
+        int n =
+            LZ4_decompress_safe((const char *)body + 4, (char *)r->scratch.data,
+                                (int)body_len - 4, (int)raw_len);
         if (n < 0 || (uint32_t)n != raw_len) {
             return KAPPA_ECORRUPT;
         }
     } else {
-        size_t n = ZSTD_decompress(r->scratch.data, raw_len, body + 4,
-                                   body_len - 4);
+        size_t n =
+            ZSTD_decompress(r->scratch.data, raw_len, body + 4, body_len - 4);
         if (ZSTD_isError(n) || n != raw_len) {
             return KAPPA_ECORRUPT;
         }
@@ -540,9 +562,12 @@ static int decompress_body(struct batch_reader *r, const uint8_t *body,
 
 int batch_reader_open(struct batch_reader *r, const uint8_t *batch, size_t n)
 {
-    int rv = batch_verify(batch, n, &r->header);
+    int rv;
+    r->records_left = 0;
+    r->pos = NULL;
+    r->end = NULL;
+    rv = batch_verify(batch, n, &r->header);
     if (rv != 0) {
-        r->records_left = 0;
         return rv;
     }
     r->records_left = r->header.record_count;
@@ -555,17 +580,25 @@ int batch_reader_open(struct batch_reader *r, const uint8_t *batch, size_t n)
                          r->header.batch_bytes - KAPPA_BATCH_HEADER_BYTES);
     if (rv != 0) {
         r->records_left = 0;
+        r->pos = NULL;
+        r->end = NULL;
     }
     return rv;
 }
 
 int batch_reader_next(struct batch_reader *r, struct record_view *rec)
 {
+    uint32_t index;
+    /* Bytes left over after record_count records mean the count or the
+     * framing is wrong; validate_all never sees inside compressed bodies, so
+     * this is the only check for them. The error repeats on later calls. */
     if (r->records_left == 0) {
-        return 0;
+        return r->pos == r->end ? 0 : KAPPA_ECORRUPT;
     }
-    if (record_decode(&r->pos, r->end, &r->header, rec) != 0) {
+    index = r->header.record_count - r->records_left;
+    if (record_decode(&r->pos, r->end, &r->header, index, rec) != 0) {
         r->records_left = 0;
+        r->end = NULL; /* keeps reporting the error */
         return KAPPA_ECORRUPT;
     }
     r->records_left--;

@@ -11,17 +11,17 @@
 #include "buf.h"
 
 #define KAPPA_BATCH_HEADER_BYTES 64
-#define KAPPA_BATCH_MAGIC 1
+#define KAPPA_BATCH_MAGIC        1
 /* Hard ceiling for one batch; the broker's message.max.bytes is lower. */
 #define KAPPA_BATCH_BYTES_MAX (64u * 1024 * 1024)
 /* Hard ceiling on records in one batch (bounds decoders). */
 #define KAPPA_BATCH_RECORDS_MAX (1u << 24)
 /* Byte offsets of the fields the broker rewrites; they are outside the CRC. */
 #define KAPPA_BATCH_OFF_BASE_OFFSET 0
-#define KAPPA_BATCH_OFF_BYTES 8
-#define KAPPA_BATCH_OFF_CRC 12
-#define KAPPA_BATCH_OFF_TERM 16
-#define KAPPA_BATCH_CRC_START 24
+#define KAPPA_BATCH_OFF_BYTES       8
+#define KAPPA_BATCH_OFF_CRC         12
+#define KAPPA_BATCH_OFF_TERM        16
+#define KAPPA_BATCH_CRC_START       24
 
 enum kappa_compression {
     KAPPA_COMPRESSION_NONE = 0,
@@ -72,8 +72,7 @@ uint32_t batch_bytes(const uint8_t *batch);
  * reason into errmsg (KAPPA_ERRMSG_SIZE). max_batch_bytes bounds one
  * batch. */
 int batch_validate_all(const uint8_t *p, size_t n, uint32_t max_batch_bytes,
-                       uint32_t *n_batches, uint64_t *n_records,
-                       char *errmsg);
+                       uint32_t *n_batches, uint64_t *n_records, char *errmsg);
 
 /* One header of a record, borrowed from the batch's bytes. */
 struct record_header {

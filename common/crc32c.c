@@ -18,7 +18,8 @@ static void table_build(void)
     }
     for (uint32_t i = 0; i < 256; i++) {
         for (int t = 1; t < 8; t++) {
-            table[t][i] = (table[t - 1][i] >> 8) ^ table[0][table[t - 1][i] & 0xff];
+            table[t][i] =
+                (table[t - 1][i] >> 8) ^ table[0][table[t - 1][i] & 0xff];
         }
     }
     table_ready = 1;
@@ -48,9 +49,8 @@ static uint32_t crc32c_sw(uint32_t crc, const uint8_t *p, size_t n)
 }
 
 #if defined(__x86_64__)
-__attribute__((target("sse4.2"))) static uint32_t crc32c_hw(uint32_t crc,
-                                                            const uint8_t *p,
-                                                            size_t n)
+__attribute__((target("sse4.2"))) static uint32_t
+crc32c_hw(uint32_t crc, const uint8_t *p, size_t n)
 {
     uint64_t c = crc;
     while (n >= 8) {

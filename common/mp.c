@@ -324,8 +324,13 @@ static int skip_scalar(struct mp_reader *r, enum mp_type t)
     uint32_t len;
     int64_t i;
     uint64_t u;
-    uint8_t b = *r->p;
+    uint8_t b;
 
+    /* MP_INVALID also means "at the end": there is no tag byte to look at. */
+    if (t == MP_INVALID) {
+        return fail(r);
+    }
+    b = *r->p;
     switch (t) {
     case MP_NIL:
     case MP_BOOL:
@@ -345,10 +350,12 @@ static int skip_scalar(struct mp_reader *r, enum mp_type t)
         if (b >= 0xd4 && b <= 0xd8) {
             return read_bytes(r, &p, 2 + (1u << (b - 0xd4)));
         }
-        if (read_len(r, 0xc7, &len) != 0) {
+        /* The type byte and the data are read separately: 1 + len would
+         * wrap to 0 for len 2^32-1. */
+        if (read_len(r, 0xc7, &len) != 0 || read_bytes(r, &p, 1) != 0) {
             return KAPPA_EPROTO;
         }
-        return read_bytes(r, &p, 1 + len);
+        return read_bytes(r, &p, len);
     default:
         return fail(r);
     }

@@ -76,8 +76,7 @@ int mp_skip(struct mp_reader *r);
 int mp_key_is(const char *key, uint32_t key_len, const char *name);
 
 /* Reads an integer and checks lo <= v <= hi. */
-int mp_read_int_range(struct mp_reader *r, int64_t lo, int64_t hi,
-                      int64_t *v);
+int mp_read_int_range(struct mp_reader *r, int64_t lo, int64_t hi, int64_t *v);
 /* Reads a string into dst (NUL-terminated), failing if it has cap or more
  * bytes or contains a NUL. */
 int mp_read_cstr(struct mp_reader *r, char *dst, size_t cap);

@@ -62,6 +62,10 @@ static inline int uvarint_get(const uint8_t **p, const uint8_t *end,
             return -1;
         }
         uint8_t byte = *q++;
+        /* The 10th byte holds bit 63 only; more would silently wrap. */
+        if (shift == 63 && byte > 1) {
+            return -1;
+        }
         result |= (uint64_t)(byte & 0x7f) << shift;
         if ((byte & 0x80) == 0) {
             *p = q;
@@ -72,8 +76,7 @@ static inline int uvarint_get(const uint8_t **p, const uint8_t *end,
     return -1;
 }
 
-static inline int svarint_get(const uint8_t **p, const uint8_t *end,
-                              int64_t *v)
+static inline int svarint_get(const uint8_t **p, const uint8_t *end, int64_t *v)
 {
     uint64_t u;
     if (uvarint_get(p, end, &u) != 0) {

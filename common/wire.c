@@ -85,6 +85,11 @@ int wire_request_decode(const uint8_t *body, size_t n,
         read_u32(args, &h->correlation_id) != 0) {
         return KAPPA_EPROTO;
     }
+    /* Only the type is checked here; the handler reads the map itself. */
+    if (mp_peek(args) != MP_MAP) {
+        args->err = KAPPA_EPROTO;
+        return KAPPA_EPROTO;
+    }
     return 0;
 }
 
@@ -127,7 +132,14 @@ int wire_response_decode(const uint8_t *body, size_t n,
     h->message = NULL;
     h->message_len = 0;
     if (mp_peek(result) == MP_NIL) {
-        return mp_read_nil(result);
+        (void)mp_read_nil(result);
+    } else if (mp_read_str(result, &h->message, &h->message_len) != 0) {
+        return KAPPA_EPROTO;
     }
-    return mp_read_str(result, &h->message, &h->message_len);
+    /* The result is a map, or nil (docs/protocol.md). */
+    if (mp_peek(result) != MP_MAP && mp_peek(result) != MP_NIL) {
+        result->err = KAPPA_EPROTO;
+        return KAPPA_EPROTO;
+    }
+    return 0;
 }

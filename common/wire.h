@@ -35,7 +35,7 @@ enum wire_api {
 #define WIRE_API_VERSION_MAX 0
 
 /* Special timestamps for ListOffsets and consumer seeks. */
-#define WIRE_OFFSET_LATEST (-1)
+#define WIRE_OFFSET_LATEST   (-1)
 #define WIRE_OFFSET_EARLIEST (-2)
 
 const char *wire_api_name(int api_key);
@@ -61,8 +61,7 @@ struct wire_request_header {
 /* Decodes a request envelope; leaves args positioned at the args value (a
  * map). Returns 0 or KAPPA_EPROTO. */
 int wire_request_decode(const uint8_t *body, size_t n,
-                        struct wire_request_header *h,
-                        struct mp_reader *args);
+                        struct wire_request_header *h, struct mp_reader *args);
 
 /* Writes the request envelope up to the args; the caller writes one args
  * value (a map) and then calls wire_frame_end. */

@@ -57,10 +57,10 @@
 #include "common/err.h"
 #include "io.h"
 
-#define INDEX_VERSION 1
+#define INDEX_VERSION      1
 #define INDEX_MAGIC_OFFSET "KPOFFIDX"
-#define INDEX_MAGIC_TIME "KPTIMIDX"
-#define INDEX_MAGIC_BYTES 8
+#define INDEX_MAGIC_TIME   "KPTIMIDX"
+#define INDEX_MAGIC_BYTES  8
 /* Entries are encoded and decoded through a stack buffer of this many. */
 #define INDEX_CHUNK_ENTRIES 256
 
@@ -102,8 +102,8 @@ int index_reserve(struct index *idx, uint32_t extra)
     if (need > UINT32_MAX) {
         return KAPPA_ENOMEM;
     }
-    /* A first reservation gets exactly what it asks for (a loaded index
-     * never grows); later ones double, for the active segment. */
+    /* A first reservation gets exactly what it asks for (loading a sealed
+     * segment's index); later ones double (the active segment grows). */
     if (cap == 0) {
         cap = need < 64 ? 64 : need;
     }
@@ -283,8 +283,7 @@ int index_write(const struct index *idx, const struct index_meta *meta,
     int rv;
 
     KAPPA_ASSERT(meta->n_entries == idx->n_entries);
-    rv = file_write_named(dir_fd, offset_name, &kind_offset, idx, meta,
-                          errmsg);
+    rv = file_write_named(dir_fd, offset_name, &kind_offset, idx, meta, errmsg);
     if (rv != 0) {
         return rv;
     }
@@ -305,8 +304,7 @@ struct index_file {
     struct index_meta meta;
 };
 
-static int header_decode(struct index_file *f, const uint8_t *p,
-                         char *errmsg)
+static int header_decode(struct index_file *f, const uint8_t *p, char *errmsg)
 {
     if (le32_get(p + 60) != crc32c(p, 60)) {
         kappa_errmsg_printf(errmsg, "%s: header checksum mismatch", f->name);
@@ -332,12 +330,12 @@ static int header_check(const struct index_file *f, int64_t base_offset,
                         uint64_t segment_bytes, uint64_t file_bytes,
                         char *errmsg)
 {
-    uint64_t want_bytes = INDEX_HEADER_BYTES + (uint64_t)f->meta.n_entries *
-                                                   f->kind->entry_bytes;
+    uint64_t want_bytes =
+        INDEX_HEADER_BYTES + (uint64_t)f->meta.n_entries * f->kind->entry_bytes;
 
     if (f->meta.base_offset != base_offset) {
-        kappa_errmsg_printf(errmsg, "%s: base offset %lld, want %lld",
-                            f->name, (long long)f->meta.base_offset,
+        kappa_errmsg_printf(errmsg, "%s: base offset %lld, want %lld", f->name,
+                            (long long)f->meta.base_offset,
                             (long long)base_offset);
         return KAPPA_ECORRUPT;
     }
@@ -404,9 +402,8 @@ err_after_open:
 }
 
 /* Opens both files and checks that their headers agree. */
-static int files_open(struct index_file *fo, struct index_file *ft,
-                      int dir_fd, int64_t base_offset, uint64_t segment_bytes,
-                      char *errmsg)
+static int files_open(struct index_file *fo, struct index_file *ft, int dir_fd,
+                      int64_t base_offset, uint64_t segment_bytes, char *errmsg)
 {
     int rv;
 
@@ -446,10 +443,9 @@ static void files_init(struct index_file *fo, struct index_file *ft,
     ft->fd = -1;
 }
 
-int index_read_meta(int dir_fd, const char *offset_name,
-                    const char *time_name, int64_t base_offset,
-                    uint64_t segment_bytes, struct index_meta *meta,
-                    char *errmsg)
+int index_read_meta(int dir_fd, const char *offset_name, const char *time_name,
+                    int64_t base_offset, uint64_t segment_bytes,
+                    struct index_meta *meta, char *errmsg)
 {
     struct index_file fo;
     struct index_file ft;
@@ -471,8 +467,7 @@ static int chunk_read(struct index_file *f, uint32_t first, uint32_t n,
                       uint8_t *buf, uint32_t *crc, char *errmsg)
 {
     size_t bytes = (size_t)n * f->kind->entry_bytes;
-    uint64_t pos =
-        INDEX_HEADER_BYTES + (uint64_t)first * f->kind->entry_bytes;
+    uint64_t pos = INDEX_HEADER_BYTES + (uint64_t)first * f->kind->entry_bytes;
     size_t n_read;
     int rv;
 

@@ -7,9 +7,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define INDEX_HEADER_BYTES 64
+#define INDEX_HEADER_BYTES       64
 #define INDEX_OFFSET_ENTRY_BYTES 8
-#define INDEX_TIME_ENTRY_BYTES 12
+#define INDEX_TIME_ENTRY_BYTES   12
 
 /* One sparse entry: the batch starting at position in the .log file has
  * base offset segment_base + rel_offset, and every batch before it has a
@@ -77,10 +77,9 @@ int index_write(const struct index *idx, const struct index_meta *meta,
 /* Reads and checks both headers against the segment (base offset, current
  * .log length). Returns 0, KAPPA_ENOENT (a file is missing), KAPPA_ECORRUPT
  * (damaged or stale: rebuild) or KAPPA_EIO, with errmsg filled. */
-int index_read_meta(int dir_fd, const char *offset_name,
-                    const char *time_name, int64_t base_offset,
-                    uint64_t segment_bytes, struct index_meta *meta,
-                    char *errmsg);
+int index_read_meta(int dir_fd, const char *offset_name, const char *time_name,
+                    int64_t base_offset, uint64_t segment_bytes,
+                    struct index_meta *meta, char *errmsg);
 
 /* Reads both files into idx (which must be empty), checking headers, entry
  * CRCs and entry order. On error idx stays empty. Returns 0, KAPPA_ENOENT,

@@ -17,12 +17,12 @@
 /* Positions in the .log are u32 in the index, so a segment stays below
  * 4 GiB: the log rolls at segment_bytes <= 2 GiB and one append is at most
  * KAPPA_SEGMENT_APPEND_BYTES_MAX. */
-#define KAPPA_SEGMENT_BYTES_MAX (1ull << 31)
+#define KAPPA_SEGMENT_BYTES_MAX        (1ull << 31)
 #define KAPPA_SEGMENT_APPEND_BYTES_MAX (1ull << 30)
 
 /* Buffer for the recovery and rebuild scans, which read the file
  * sequentially. */
-#define SEGMENT_SCAN_BUFFER_BYTES (256u * 1024)
+#define SEGMENT_SCAN_BUFFER_BYTES ((size_t)256 * 1024)
 
 /* The directory a log lives in: an fd for the *at() calls and fsync, and
  * the path for messages. Owned by the log. */
@@ -45,11 +45,11 @@ struct segment {
     int64_t max_timestamp_ms; /* of all batches; INT64_MIN when empty */
     int64_t roll_base_ms;     /* age roll counts from it; INT64_MIN: unset */
     uint32_t index_interval_bytes;
-    int fd;              /* -1 while a sealed segment is unloaded */
-    bool is_active;      /* the log's last segment, appended to */
-    bool is_loaded;      /* fd open and idx holds every entry */
-    bool is_failed;      /* a failed append could not be undone */
-    uint64_t used_tick;  /* for the log's LRU of loaded sealed segments */
+    int fd;             /* -1 while a sealed segment is unloaded */
+    bool is_active;     /* the log's last segment, appended to */
+    bool is_loaded;     /* fd open and idx holds every entry */
+    bool is_failed;     /* a failed append could not be undone */
+    uint64_t used_tick; /* for the log's LRU of loaded sealed segments */
     uint64_t last_index_position; /* last entry's position, or 0 */
     /* Where the last read stopped, so a sequential reader skips the
      * index walk: the batch at hint_position has base hint_offset. */
@@ -148,8 +148,7 @@ int segment_offset_for_timestamp(struct segment *seg, int64_t timestamp_ms,
 /* Checks that offset is the base offset of a batch of the loaded segment
  * (or the segment's base) and returns its position. Returns 0, KAPPA_EINVAL,
  * KAPPA_ECORRUPT or KAPPA_EIO. */
-int segment_boundary(struct segment *seg, int64_t offset,
-                     uint64_t *position);
+int segment_boundary(struct segment *seg, int64_t offset, uint64_t *position);
 
 /* Cuts a loaded segment before the batch with base offset offset (see
  * segment_boundary), fsyncs it, removes its index files and makes it the

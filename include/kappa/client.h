@@ -27,7 +27,7 @@ extern "C" {
  * (a partition per batch, rotating). */
 #define KAPPA_PARTITION_ANY (-1)
 /* Special offsets for kappa_assign and kappa_seek. */
-#define KAPPA_OFFSET_END (-1)
+#define KAPPA_OFFSET_END       (-1)
 #define KAPPA_OFFSET_BEGINNING (-2)
 
 /* ---- Configuration: key=value properties, as in librdkafka ----------------
@@ -150,8 +150,8 @@ int kappa_seek(struct kappa_client *c, const char *topic, int32_t partition,
 int kappa_seek_timestamp(struct kappa_client *c, const char *topic,
                          int32_t partition, int64_t timestamp_ms);
 /* Next offset kappa_consume will return for the partition. */
-int kappa_position(struct kappa_client *c, const char *topic,
-                   int32_t partition, int64_t *offset);
+int kappa_position(struct kappa_client *c, const char *topic, int32_t partition,
+                   int64_t *offset);
 
 struct kappa_record {
     const char *topic;
@@ -165,7 +165,7 @@ struct kappa_record {
     const void *value; /* NULL for a null value */
     size_t value_len;
     size_t n_headers;
-    int64_t high_watermark; /* of the partition when fetched */
+    int64_t high_watermark;   /* of the partition when fetched */
     const void *priv_headers; /* for kappa_record_header */
     size_t priv_headers_len;
 };

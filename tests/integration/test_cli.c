@@ -141,8 +141,8 @@ static void test_errors_exit_nonzero(void **state)
     static char out[65536];
     assert_int_not_equal(run(out, sizeof out, "consume nosuchtopic"), 0);
     assert_non_null(strstr(out, "unknown topic"));
-    assert_int_not_equal(run(out, sizeof out, "produce nosuchtopic < /dev/null"),
-                         0);
+    assert_int_not_equal(
+        run(out, sizeof out, "produce nosuchtopic < /dev/null"), 0);
     assert_int_not_equal(run(out, sizeof out, "topic create x --partitions 0"),
                          0);
     assert_int_not_equal(run(out, sizeof out, "no-such-command"), 0);

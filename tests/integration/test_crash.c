@@ -15,8 +15,8 @@
 #include "tests/support/support.h"
 
 #define N_PARTITIONS 2
-#define N_ROUNDS 4
-#define IDS_MAX 2000000
+#define N_ROUNDS     4
+#define IDS_MAX      2000000
 
 struct acked {
     int32_t partition;
@@ -67,9 +67,17 @@ static void on_delivery(const struct kappa_delivery *d, void *arg)
  * acknowledged, then kills the node and drains the client. */
 static void produce_then_kill(long *next_id, long kill_after)
 {
-    const char *props[] = {"acks",  "all", "retries",         "0",
-                           "linger.ms", "1", "message.timeout.ms", "5000",
-                           "request.timeout.ms", "5000", NULL};
+    const char *props[] = {"acks",
+                           "all",
+                           "retries",
+                           "0",
+                           "linger.ms",
+                           "1",
+                           "message.timeout.ms",
+                           "5000",
+                           "request.timeout.ms",
+                           "5000",
+                           NULL};
     struct kappa_client *c = test_client_new(node.addr, props);
     char value[48];
     int64_t deadline = test_now_ms() + test_timeout_ms(60000);
@@ -101,8 +109,8 @@ static void produce_then_kill(long *next_id, long kill_after)
     test_node_kill(&node);
     (void)kappa_flush(c, test_timeout_ms(20000));
     assert_int_equal(n_done_round, *next_id - first);
-    fprintf(stderr, "round: sent %ld acked %ld failed %ld\n",
-            *next_id - first, n_acked_round, n_failed_round);
+    fprintf(stderr, "round: sent %ld acked %ld failed %ld\n", *next_id - first,
+            n_acked_round, n_failed_round);
     kappa_client_free(c);
     assert_int_equal(test_node_restart(&node, NULL), 0);
 }
@@ -162,8 +170,8 @@ static void check_log(long n_ids)
         assert_true(acked[id].offset > last_offset[p]);
         last_offset[p] = acked[id].offset;
     }
-    fprintf(stderr, "checked %ld acknowledged records among %" PRId64
-                    " in the log\n",
+    fprintf(stderr,
+            "checked %ld acknowledged records among %" PRId64 " in the log\n",
             n_acked, total);
     assert_true(n_acked > 0);
     for (int p = 0; p < N_PARTITIONS; p++) {

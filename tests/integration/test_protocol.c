@@ -118,9 +118,8 @@ static void expect_error(int fd, uint32_t corr, int code)
 }
 
 /* Sends a request whose args are written by fill(). */
-static void send_request(int fd, uint32_t api, uint32_t version,
-                         uint32_t corr, void (*fill)(struct mp_writer *w,
-                                                     void *arg),
+static void send_request(int fd, uint32_t api, uint32_t version, uint32_t corr,
+                         void (*fill)(struct mp_writer *w, void *arg),
                          void *arg)
 {
     struct buf out = {0};
@@ -145,8 +144,8 @@ static void fill_empty(struct mp_writer *w, void *arg)
 static void assert_others_work(void)
 {
     struct kappa_client *c = test_client_new(node.addr, NULL);
-    struct kappa_msg m = {.topic = "t", .partition = 0, .value = "alive",
-                          .value_len = 5};
+    struct kappa_msg m = {
+        .topic = "t", .partition = 0, .value = "alive", .value_len = 5};
     int64_t offset = -1;
     assert_int_equal(kappa_produce_sync(c, &m, &offset, test_timeout_ms(5000)),
                      0);
@@ -339,9 +338,8 @@ static void build_batch(struct batch_builder *b, size_t value_len, int n)
                                            (uint32_t)value_len, NULL, 0, 1000),
                          0);
     }
-    assert_int_equal(batch_builder_finish(b, KAPPA_COMPRESSION_NONE, -1, -1,
-                                          -1),
-                     0);
+    assert_int_equal(
+        batch_builder_finish(b, KAPPA_COMPRESSION_NONE, -1, -1, -1), 0);
     free(value);
 }
 
@@ -367,8 +365,7 @@ static void test_produce_errors(void **state)
 
     /* One batch over message.max.bytes (64 KiB on this node). */
     build_batch(&b, 1000, 100);
-    assert_int_equal(raw_produce("t", 0, b.buf.data, b.buf.len),
-                     KAPPA_ETOOBIG);
+    assert_int_equal(raw_produce("t", 0, b.buf.data, b.buf.len), KAPPA_ETOOBIG);
     batch_builder_free(&b);
     assert_others_work();
 }
@@ -377,8 +374,8 @@ static void test_client_sees_errors(void **state)
 {
     (void)state;
     struct kappa_client *c = test_client_new(node.addr, NULL);
-    struct kappa_msg m = {.topic = "missing", .partition = 0, .value = "x",
-                          .value_len = 1};
+    struct kappa_msg m = {
+        .topic = "missing", .partition = 0, .value = "x", .value_len = 1};
     int64_t offset, low, high;
     struct kappa_record recs[8];
     size_t n = 0;
@@ -388,9 +385,9 @@ static void test_client_sees_errors(void **state)
     m.partition = 7;
     assert_int_equal(kappa_produce(c, &m), KAPPA_EBAD_PARTITION);
     assert_int_equal(kappa_assign(c, "missing", 0, 0), KAPPA_EUNKNOWN_TOPIC);
-    assert_int_equal(kappa_create_topic(c, "bad/name", 1, 1, NULL,
-                                        test_timeout_ms(5000)),
-                     KAPPA_ETOPIC_NAME);
+    assert_int_equal(
+        kappa_create_topic(c, "bad/name", 1, 1, NULL, test_timeout_ms(5000)),
+        KAPPA_ETOPIC_NAME);
     assert_int_equal(
         kappa_create_topic(c, "t", 1, 1, NULL, test_timeout_ms(5000)),
         KAPPA_ETOPIC_EXISTS);

@@ -12,9 +12,9 @@
 
 #include "tests/support/support.h"
 
-#define N_RECORDS 100000
+#define N_RECORDS    100000
 #define N_PARTITIONS 4
-#define VALUE_MAX 300
+#define VALUE_MAX    300
 
 struct sent {
     int32_t partition;

@@ -304,16 +304,14 @@ void test_node_destroy(struct test_node *n)
     }
 }
 
-struct kappa_client *test_client_new(const char *addr,
-                                     const char *const *props)
+struct kappa_client *test_client_new(const char *addr, const char *const *props)
 {
     char errstr[256];
     struct kappa_conf *conf = kappa_conf_new();
     struct kappa_client *c = NULL;
 
-    if (conf == NULL ||
-        kappa_conf_set(conf, "bootstrap.servers", addr, errstr,
-                       sizeof errstr) != 0) {
+    if (conf == NULL || kappa_conf_set(conf, "bootstrap.servers", addr, errstr,
+                                       sizeof errstr) != 0) {
         fprintf(stderr, "conf: %s\n", errstr);
         abort();
     }

@@ -42,8 +42,7 @@ void test_node_destroy(struct test_node *n);
 
 /* Polls cond(arg) up to tries times, delay_ms apart. Returns 1 when it held,
  * 0 otherwise. Never a bare sleep: every wait in a test goes through here. */
-int test_wait_until(int (*cond)(void *arg), void *arg, int tries,
-                    int delay_ms);
+int test_wait_until(int (*cond)(void *arg), void *arg, int tries, int delay_ms);
 
 /* A client for addr with optional extra "key", "value" property pairs
  * (NULL-terminated). Aborts the test on failure. */
