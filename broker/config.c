@@ -34,7 +34,7 @@ struct key_def {
 };
 
 #define CFG_OFF(field) offsetof(struct broker_config, field)
-#define DAY_MS (24LL * 3600 * 1000)
+#define DAY_MS         (24LL * 3600 * 1000)
 
 static const struct key_def key_defs[] = {
     {"node.id", KIND_I64, CFG_OFF(node_id), 0, INT32_MAX, "0",
@@ -45,12 +45,12 @@ static const struct key_def key_defs[] = {
      "HOST:PORT to accept clients on (port 0: ephemeral)"},
     {"log.level", KIND_LOG_LEVEL, 0, 0, 0, "info",
      "debug, info, warn, error or off"},
-    {"segment.bytes", KIND_U64, CFG_OFF(log.segment_bytes), 4096,
-     1LL << 40, "1073741824", "roll a segment past this size"},
-    {"segment.ms", KIND_I64, CFG_OFF(log.segment_ms), 1, INT64_MAX,
-     "604800000", "roll a segment older than this"},
-    {"retention.bytes", KIND_I64, CFG_OFF(log.retention_bytes), -1,
-     INT64_MAX, "-1", "delete old segments past this size (-1: none)"},
+    {"segment.bytes", KIND_U64, CFG_OFF(log.segment_bytes), 4096, 1LL << 31,
+     "1073741824", "roll a segment past this size"},
+    {"segment.ms", KIND_I64, CFG_OFF(log.segment_ms), 1, INT64_MAX, "604800000",
+     "roll a segment older than this"},
+    {"retention.bytes", KIND_I64, CFG_OFF(log.retention_bytes), -1, INT64_MAX,
+     "-1", "delete old segments past this size (-1: none)"},
     {"retention.ms", KIND_I64, CFG_OFF(log.retention_ms), -1, INT64_MAX,
      "604800000", "delete segments older than this (-1: never)"},
     {"index.interval.bytes", KIND_U32, CFG_OFF(log.index_interval_bytes), 1,
@@ -60,10 +60,10 @@ static const struct key_def key_defs[] = {
      "largest record batch accepted"},
     {"frame.max.bytes", KIND_U32, CFG_OFF(frame_max_bytes), 1024, 1LL << 30,
      "67108864", "largest request frame accepted"},
-    {"fetch.max.wait.ms", KIND_I64, CFG_OFF(fetch_max_wait_ms), 0,
-     3600 * 1000, "30000", "cap on a fetch's max_wait_ms"},
-    {"connections.max", KIND_U32, CFG_OFF(connections_max), 1, 1000000,
-     "10000", "client connections accepted at once"},
+    {"fetch.max.wait.ms", KIND_I64, CFG_OFF(fetch_max_wait_ms), 0, 3600 * 1000,
+     "30000", "cap on a fetch's max_wait_ms"},
+    {"connections.max", KIND_U32, CFG_OFF(connections_max), 1, 1000000, "10000",
+     "client connections accepted at once"},
     {"num.partitions", KIND_U32, CFG_OFF(num_partitions), 1, 10000, "1",
      "partitions of a topic created without a count"},
     {"housekeeping.interval.ms", KIND_I64, CFG_OFF(housekeeping_interval_ms),
@@ -120,8 +120,7 @@ static int parse_i64(const char *s, int64_t *v)
 }
 
 /* Splits "HOST:PORT" or "[V6]:PORT"; the host must be a numeric address. */
-static int parse_listen(struct broker_config *cfg, const char *s,
-                        char *errmsg)
+static int parse_listen(struct broker_config *cfg, const char *s, char *errmsg)
 {
     const char *colon = strrchr(s, ':');
     const char *host = s;
@@ -132,8 +131,7 @@ static int parse_listen(struct broker_config *cfg, const char *s,
 
     if (colon == NULL || parse_i64(colon + 1, &port) != 0 || port < 0 ||
         port > 65535) {
-        kappa_errmsg_printf(errmsg, "listen: expected HOST:PORT, got '%s'",
-                            s);
+        kappa_errmsg_printf(errmsg, "listen: expected HOST:PORT, got '%s'", s);
         return KAPPA_ECONFIG;
     }
     host_len = (size_t)(colon - s);
@@ -235,8 +233,8 @@ static char *trim(char *s)
         s++;
     }
     end = s + strlen(s);
-    while (end > s && (end[-1] == ' ' || end[-1] == '\t' ||
-                       end[-1] == '\n' || end[-1] == '\r')) {
+    while (end > s && (end[-1] == ' ' || end[-1] == '\t' || end[-1] == '\n' ||
+                       end[-1] == '\r')) {
         *--end = '\0';
     }
     return s;
@@ -259,8 +257,7 @@ static int apply_line(struct broker_config *cfg, char *line, char *errmsg)
     return config_set(cfg, trim(s), trim(eq + 1), errmsg);
 }
 
-int config_load_file(struct broker_config *cfg, const char *path,
-                     char *errmsg)
+int config_load_file(struct broker_config *cfg, const char *path, char *errmsg)
 {
     char line[CONFIG_LINE_BYTES_MAX];
     unsigned line_no = 0;
@@ -326,7 +323,8 @@ static int next_option(int argc, char **argv, int *i, const char **key,
     return 0;
 }
 
-static int is_flag(const char *arg, const char *long_name, const char *short_name)
+static int is_flag(const char *arg, const char *long_name,
+                   const char *short_name)
 {
     return strcmp(arg, long_name) == 0 || strcmp(arg, short_name) == 0;
 }

@@ -48,8 +48,7 @@ int config_set(struct broker_config *cfg, const char *key, const char *value,
 
 /* Applies every `key = value` line of a file (blank lines and lines starting
  * with # are ignored). Returns 0 or KAPPA_ECONFIG ("FILE:LINE: reason"). */
-int config_load_file(struct broker_config *cfg, const char *path,
-                     char *errmsg);
+int config_load_file(struct broker_config *cfg, const char *path, char *errmsg);
 
 /* Parses argv: defaults, then the --config file if any, then every other
  * `--key value` (so the command line overrides the file), then

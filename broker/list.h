@@ -44,6 +44,20 @@ static inline void list_remove(struct list *n)
     list_init(n);
 }
 
+/* Moves every node of src to the empty head dst, leaving src empty. */
+static inline void list_move_all(struct list *dst, struct list *src)
+{
+    list_init(dst);
+    if (list_is_empty(src)) {
+        return;
+    }
+    dst->next = src->next;
+    dst->prev = src->prev;
+    dst->next->prev = dst;
+    dst->prev->next = dst;
+    list_init(src);
+}
+
 #define list_entry(ptr, type, member)                                          \
     ((type *)(void *)((char *)(ptr)-offsetof(type, member)))
 
