@@ -102,7 +102,10 @@ struct kappa_delivery {
 };
 
 /* Runs once per record, in produce order per partition, from inside
- * kappa_poll / kappa_flush / blocking calls. */
+ * kappa_poll / kappa_flush / blocking calls. Retriable errors are retried
+ * (retries, retry.backoff.ms) before a report says so; until the idempotent
+ * producer arrives, a retry after a lost response may store a batch twice,
+ * and with max.in.flight > 1 a retried batch may land after a later one. */
 typedef void (*kappa_delivery_cb)(const struct kappa_delivery *d, void *arg);
 void kappa_set_delivery_cb(struct kappa_client *c, kappa_delivery_cb cb,
                            void *arg);
@@ -135,7 +138,9 @@ int kappa_produce_sync(struct kappa_client *c, const struct kappa_msg *m,
 
 /* Starts fetching topic/partition from offset (>= 0, KAPPA_OFFSET_BEGINNING
  * or KAPPA_OFFSET_END). Assigning an assigned partition seeks it. Blocks to
- * fetch metadata the first time. Returns 0, KAPPA_EUNKNOWN_TOPIC or
+ * fetch metadata the first time, and for BEGINNING/END to resolve the
+ * offset (ListOffsets); the first fetch goes out in the next kappa_consume,
+ * for all assigned partitions together. Returns 0, KAPPA_EUNKNOWN_TOPIC or
  * KAPPA_EBAD_PARTITION. */
 int kappa_assign(struct kappa_client *c, const char *topic, int32_t partition,
                  int64_t offset);
@@ -189,7 +194,10 @@ int kappa_watermarks(struct kappa_client *c, const char *topic,
                      int timeout_ms);
 
 /* Blocking ListOffsets by time: first offset with timestamp >= ts (the high
- * watermark if none). */
+ * watermark if none). The broker answers at batch granularity: the result is
+ * the first offset of the first batch whose largest timestamp is >= ts, so
+ * earlier records of that batch may be older (kappa_seek_timestamp skips
+ * them). */
 int kappa_offset_for_time(struct kappa_client *c, const char *topic,
                           int32_t partition, int64_t timestamp_ms,
                           int64_t *offset, int timeout_ms);
