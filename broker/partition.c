@@ -43,6 +43,8 @@ int partition_init(struct partition *p, uv_loop_t *loop, uint32_t id,
     p->is_removing = 0;
     list_init(&p->waiters);
     list_init(&p->watches);
+    list_init(&p->dirty_link);
+    p->dirty_list = NULL;
     p->synced_cb = synced_cb;
     p->data = data;
     p->sync_work.data = p;
@@ -83,6 +85,7 @@ void partition_close(struct partition *p, int status)
 {
     KAPPA_ASSERT(!p->is_syncing);
     p->is_removing = 1;
+    list_remove(&p->dirty_link);
     fail_waiters(p, status);
     wake_watches(p);
     /* A watch callback that stays parked must not keep pointing here. */
@@ -182,8 +185,22 @@ int partition_append(struct partition *p, uint8_t *data, size_t n,
         return rv;
     }
     *end_offset = log_end_offset(p->log);
-    partition_maybe_sync(p);
+    if (p->dirty_list == NULL) {
+        partition_maybe_sync(p);
+    } else if (!list_is_linked(&p->dirty_link)) {
+        list_push_back(p->dirty_list, &p->dirty_link);
+    }
     return 0;
+}
+
+void partition_sync_dirty(struct list *dirty_list)
+{
+    while (!list_is_empty(dirty_list)) {
+        struct partition *p =
+            list_entry(dirty_list->next, struct partition, dirty_link);
+        list_remove(&p->dirty_link);
+        partition_maybe_sync(p);
+    }
 }
 
 int64_t partition_high_watermark(const struct partition *p)

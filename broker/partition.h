@@ -52,6 +52,11 @@ struct partition {
     struct log_sync sync;
     struct list waiters;
     struct list watches;
+    /* Appended but not yet covered by a sync: linked into *dirty_list until
+     * partition_sync_dirty runs at the end of the loop pass, so one
+     * fdatasync covers every append of that pass. */
+    struct list dirty_link;
+    struct list *dirty_list;
     partition_synced_cb synced_cb;
     void *data; /* owner's pointer (the topic) */
 };
@@ -77,6 +82,12 @@ static inline int partition_is_syncing(const struct partition *p)
     return p->is_syncing;
 }
 
+/* Appended to in this loop pass; its group commit starts at the pass end. */
+static inline int partition_is_dirty(const struct partition *p)
+{
+    return list_is_linked(&p->dirty_link);
+}
+
 /* The offset below which records are durable and may be served. */
 int64_t partition_high_watermark(const struct partition *p);
 
@@ -93,5 +104,9 @@ void partition_unwatch(struct partition_watch *w);
 /* Starts a group commit if appended data is not yet durable and none is in
  * flight (also called by housekeeping as a safety net). */
 void partition_maybe_sync(struct partition *p);
+
+/* Starts a group commit for every partition on the dirty list (called once
+ * per loop pass, after every request of the pass was handled). */
+void partition_sync_dirty(struct list *dirty_list);
 
 #endif /* KAPPA_BROKER_PARTITION_H */

@@ -267,7 +267,7 @@ static void produce_part(struct produce_req *req, struct produce_part *part,
     if (req->acks != -1 || end <= partition_high_watermark(p)) {
         return;
     }
-    if (!partition_is_syncing(p)) {
+    if (!partition_is_syncing(p) && !partition_is_dirty(p)) {
         /* The group commit could not start (logged by the partition). */
         part_fail(part, KAPPA_EIO, "fdatasync could not start");
         return;

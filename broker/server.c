@@ -91,6 +91,9 @@ static void prepare_cb(uv_prepare_t *h)
     if (list_is_empty(&s->backlog_list)) {
         (void)uv_idle_stop(&s->idle);
     }
+    /* Group commit: one fdatasync per partition covers every append of the
+     * pass, started before the loop blocks. */
+    partition_sync_dirty(&s->topics.dirty);
     while (!list_is_empty(&s->flush_list)) {
         conn_flush(list_entry(s->flush_list.next, struct conn, flush_link));
     }

@@ -413,6 +413,9 @@ static int open_partitions(struct topics *t, struct topic *topic, char *errmsg)
         snprintf(dir, sizeof dir, "%s/%s/%u", t->topics_dir, topic->name, i);
         rv = partition_init(&topic->partitions[i], t->loop, i, dir,
                             &topic->log_cfg, topic_synced_cb, topic, errmsg);
+        if (rv == 0) {
+            topic->partitions[i].dirty_list = &t->dirty;
+        }
         if (rv != 0) {
             kappa_errmsg_wrap(errmsg, "partition %u", i);
             close_partitions(topic, i, KAPPA_ESHUTDOWN);
@@ -488,6 +491,7 @@ int topics_open(struct topics *t, uv_loop_t *loop,
     int rv;
     memset(t, 0, sizeof *t);
     t->loop = loop;
+    list_init(&t->dirty);
     t->cfg = cfg;
     snprintf(t->topics_dir, sizeof t->topics_dir, "%s/topics", cfg->data_dir);
     snprintf(t->staging_dir, sizeof t->staging_dir, "%s/staging",

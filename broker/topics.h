@@ -61,6 +61,7 @@ struct topics {
     uint32_t n_topics;
     uint64_t trash_seq;
     topics_idle_cb idle_cb;
+    struct list dirty; /* partitions appended to in this loop pass */
     void *data;
 };
 
