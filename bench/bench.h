@@ -31,14 +31,14 @@ struct bench_opts {
     const char *brokers;
     const char *topic;
     int is_create;
-    int32_t partitions;     /* for --create; 0: not given */
-    size_t record_bytes;    /* value size of every produced record */
-    int64_t n_records;      /* 0: not given */
-    double duration_s;      /* 0: not given */
-    const char *acks;       /* "0", "1" or "all" */
-    int in_flight;          /* 0: client default */
-    int64_t batch_bytes;    /* 0: client default */
-    int linger_ms;          /* -1: client default */
+    int32_t partitions;  /* for --create; 0: not given */
+    size_t record_bytes; /* value size of every produced record */
+    int64_t n_records;   /* 0: not given */
+    double duration_s;   /* 0: not given */
+    const char *acks;    /* "0", "1" or "all" */
+    int in_flight;       /* 0: client default */
+    int64_t batch_bytes; /* 0: client default */
+    int linger_ms;       /* -1: client default */
     const char *compression;
     double rate_per_s; /* records/s target; 0: as fast as possible */
     double warmup_s;
@@ -54,9 +54,10 @@ struct bench_result {
     int64_t n_bytes;   /* value bytes of those records */
     double seconds;    /* measurement window */
     int64_t n_errors;
-    const struct hist *latency;    /* JSON lat_ms; NULL: not measured */
-    const char *latency_label;     /* what latency measures */
-    const struct hist *ack_latency; /* e2e: producer acks, human table only */
+    const struct bench_hist *latency; /* JSON lat_ms; NULL: not measured */
+    const char *latency_label;        /* what latency measures */
+    const struct bench_hist
+        *ack_latency; /* e2e: producer acks, human table only */
 };
 
 /* Set by SIGINT/SIGTERM: loops stop early and report what they measured. */
@@ -94,50 +95,63 @@ struct bench_progress {
 
 void bench_progress_init(struct bench_progress *p, const char *label,
                          int64_t start_ns);
+/* Whether bench_progress_tick would print now (to skip formatting). */
+int bench_progress_is_due(const struct bench_progress *p, int64_t now_ns);
 /* Prints a line when a second has passed since the last one. count is the
  * running total of records done; extra is appended as is (may be NULL). */
 void bench_progress_tick(struct bench_progress *p, int64_t now_ns,
-                         int64_t count, size_t record_bytes,
-                         const char *extra);
+                         int64_t count, size_t record_bytes, const char *extra);
 
 /* ---- produce.c ---------------------------------------------------------- */
-struct producer;
+struct bench_producer;
 
-/* Prepares a producer on client c (borrowed until producer_free). With
+/* Prepares a producer on client c (borrowed until bench_producer_free). With
  * is_stamped, the first 8 bytes of every value carry the record's intended
  * send time (CLOCK_MONOTONIC ns, host byte order). Returns NULL on ENOMEM. */
-struct producer *producer_new(const struct bench_opts *o,
-                              struct kappa_client *c, int is_stamped);
-void producer_free(struct producer *p);
+struct bench_producer *bench_producer_new(const struct bench_opts *o,
+                                          struct kappa_client *c,
+                                          int is_stamped);
+void bench_producer_free(struct bench_producer *p);
+/* Makes bench_producer_run start its clock at start_ns instead of when called
+ * (e2e: producer and consumer share one measurement window). */
+void bench_producer_set_start(struct bench_producer *p, int64_t start_ns);
 /* Produces n_records (or for warmup + duration seconds) at the target rate,
  * then flushes. Returns 0, or non-zero after a fatal error (printed). */
-int producer_run(struct producer *p, int64_t n_records, int is_quiet);
+int bench_producer_run(struct bench_producer *p, int64_t n_records,
+                       int is_quiet);
 /* Fills r with what the producer measured (latency: intended send time to
  * delivery report). r borrows p's histogram. */
-void producer_result(const struct producer *p, struct bench_result *r);
+void bench_producer_result(const struct bench_producer *p,
+                           struct bench_result *r);
 /* Records acknowledged without error so far (any thread). */
-int64_t producer_acked(const struct producer *p);
-/* Records consumed by the e2e consumer, for the progress line (set by the
- * e2e driver; may be NULL). */
-void producer_watch_consumed(struct producer *p, const void *consumer);
+int64_t bench_producer_acked(const struct bench_producer *p);
+/* Shows the e2e consumer's count in the progress line (k borrowed until
+ * bench_producer_free). */
+struct bench_consumer;
+void bench_producer_watch(struct bench_producer *p,
+                          const struct bench_consumer *k);
 
 /* ---- consume.c ---------------------------------------------------------- */
-struct consumer;
+struct bench_consumer;
 
-struct consumer *consumer_new(const struct bench_opts *o,
-                              struct kappa_client *c, int is_e2e);
-void consumer_free(struct consumer *k);
+struct bench_consumer *bench_consumer_new(const struct bench_opts *o,
+                                          struct kappa_client *c, int is_e2e);
+void bench_consumer_free(struct bench_consumer *k);
 /* Assigns every partition of the topic: from the beginning (consume) or from
  * the current high watermark (e2e). Sets the record target of a consume
  * run. Returns 0 or non-zero after printing the reason. */
-int consumer_assign(struct consumer *k, int32_t partitions);
+int bench_consumer_assign(struct bench_consumer *k, int32_t partitions);
+/* As bench_producer_set_start. */
+void bench_consumer_set_start(struct bench_consumer *k, int64_t start_ns);
 /* Consumes until the target (consume) or until the producer p is done and
  * every record it got acknowledged was read (e2e). */
-int consumer_run(struct consumer *k, const struct producer *p);
-void consumer_result(const struct consumer *k, struct bench_result *r);
+int bench_consumer_run(struct bench_consumer *k,
+                       const struct bench_producer *p);
+void bench_consumer_result(const struct bench_consumer *k,
+                           struct bench_result *r);
 /* Records consumed so far (any thread). */
-int64_t consumer_count(const void *consumer);
+int64_t bench_consumer_count(const struct bench_consumer *k);
 /* Tells an e2e consumer that the producer finished (any thread). */
-void consumer_producer_done(struct consumer *k);
+void bench_consumer_producer_done(struct bench_consumer *k);
 
 #endif /* KAPPA_BENCH_BENCH_H */

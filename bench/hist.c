@@ -3,8 +3,8 @@
  * Bucket layout, for SUB = 2^HIST_SUB_BITS:
  *
  *   index  0 .. SUB-1         value == index (exact)
- *   group g >= 1, sub s       values [(SUB + s) << (g-1), (SUB + s + 1) << (g-1))
- *   index = g * SUB + s
+ *   group g >= 1, sub s       values [(SUB + s) << (g-1), (SUB + s + 1) <<
+ * (g-1)) index = g * SUB + s
  *
  * so a value v >= SUB with highest set bit m lands in group
  * g = m - HIST_SUB_BITS + 1 at sub-bucket (v >> (m - HIST_SUB_BITS)) - SUB.
@@ -16,7 +16,7 @@
 
 _Static_assert(HIST_MSB_MAX < 62, "bucket bounds must fit in int64_t");
 
-void hist_init(struct hist *h)
+void bench_hist_init(struct bench_hist *h)
 {
     memset(h, 0, sizeof(*h));
     h->min = INT64_MAX;
@@ -47,7 +47,7 @@ static int64_t bucket_high(int index)
     return low + ((int64_t)1 << (group - 1)) - 1;
 }
 
-void hist_record(struct hist *h, int64_t value)
+void bench_hist_record(struct bench_hist *h, int64_t value)
 {
     if (value < 0) {
         value = 0;
@@ -63,7 +63,7 @@ void hist_record(struct hist *h, int64_t value)
     }
 }
 
-void hist_merge(struct hist *dst, const struct hist *src)
+void bench_hist_merge(struct bench_hist *dst, const struct bench_hist *src)
 {
     for (int i = 0; i < HIST_BUCKETS; i++) {
         dst->counts[i] += src->counts[i];
@@ -78,7 +78,7 @@ void hist_merge(struct hist *dst, const struct hist *src)
     }
 }
 
-int64_t hist_quantile(const struct hist *h, double q)
+int64_t bench_hist_quantile(const struct bench_hist *h, double q)
 {
     if (h->n_samples == 0) {
         return 0;
@@ -97,6 +97,9 @@ int64_t hist_quantile(const struct hist *h, double q)
     for (int i = 0; i < HIST_BUCKETS; i++) {
         seen += h->counts[i];
         if (seen >= rank) {
+            if (i == HIST_BUCKETS - 1) {
+                return h->max; /* the overflow bucket */
+            }
             int64_t high = bucket_high(i);
             return high < h->max ? high : h->max;
         }
@@ -104,7 +107,7 @@ int64_t hist_quantile(const struct hist *h, double q)
     return h->max;
 }
 
-double hist_mean(const struct hist *h)
+double bench_hist_mean(const struct bench_hist *h)
 {
     return h->n_samples == 0 ? 0.0 : h->sum / (double)h->n_samples;
 }

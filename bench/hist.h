@@ -15,7 +15,7 @@
 #define HIST_MSB_MAX  43
 #define HIST_BUCKETS  ((HIST_MSB_MAX - HIST_SUB_BITS + 2) * HIST_SUB)
 
-struct hist {
+struct bench_hist {
     uint64_t counts[HIST_BUCKETS];
     uint64_t n_samples;
     int64_t min;
@@ -23,16 +23,16 @@ struct hist {
     double sum;
 };
 
-void hist_init(struct hist *h);
+void bench_hist_init(struct bench_hist *h);
 /* Records one value (nanoseconds in kappa-bench); negative values count as
  * 0. */
-void hist_record(struct hist *h, int64_t value);
+void bench_hist_record(struct bench_hist *h, int64_t value);
 /* Adds every sample of src to dst. */
-void hist_merge(struct hist *dst, const struct hist *src);
+void bench_hist_merge(struct bench_hist *dst, const struct bench_hist *src);
 /* Value at quantile q in [0, 1]: the highest value equivalent to the bucket
  * that holds the sample of rank ceil(q * n), capped by the maximum. 0 for
  * an empty histogram. */
-int64_t hist_quantile(const struct hist *h, double q);
-double hist_mean(const struct hist *h);
+int64_t bench_hist_quantile(const struct bench_hist *h, double q);
+double bench_hist_mean(const struct bench_hist *h);
 
 #endif /* KAPPA_BENCH_HIST_H */
