@@ -49,6 +49,24 @@ struct produce_req {
     struct produce_part parts[];
 };
 
+/* Whether validated batches include a control batch (Raft bookkeeping that
+ * only the broker may write). */
+static int has_control_batch(const uint8_t *p, size_t n)
+{
+    size_t pos = 0;
+    while (pos < n) {
+        struct batch_header h;
+        if (batch_header_decode(p + pos, n - pos, &h) != 0) {
+            return 1; /* cannot happen after batch_validate_all */
+        }
+        if ((h.attributes & KAPPA_BATCH_ATTR_CONTROL) != 0) {
+            return 1;
+        }
+        pos += h.batch_bytes;
+    }
+    return 0;
+}
+
 /* One part as read from the wire; records borrow the read buffer. */
 struct part_args {
     const char *topic;
@@ -252,6 +270,11 @@ static void produce_part(struct produce_req *req, struct produce_part *part,
     rv = batch_validate_all(pa->records, pa->records_len,
                             s->cfg->message_max_bytes, &n_batches, &n_records,
                             errmsg);
+    if (rv == 0 && has_control_batch(pa->records, pa->records_len)) {
+        kappa_errmsg_printf(errmsg, "control batches are written by the "
+                                    "broker, not producers");
+        rv = KAPPA_EINVAL;
+    }
     if (rv == 0) {
         rv = partition_append(p, pa->records, pa->records_len,
                               &part->base_offset, &end, errmsg);

@@ -461,6 +461,12 @@ static int open_next_batch(struct kappa_client *c, struct kpart *p)
             ch->pos += h.batch_bytes; /* wholly below the position */
             continue;
         }
+        if ((h.attributes & KAPPA_BATCH_ATTR_CONTROL) != 0) {
+            /* Raft bookkeeping: it takes its offset but yields no record. */
+            p->pos = h.base_offset + (int64_t)h.record_count;
+            ch->pos += h.batch_bytes;
+            continue;
+        }
         compressed = (h.attributes & KAPPA_BATCH_ATTR_COMPRESSION_MASK) != 0;
         if (compressed && p->is_scratch_lent) {
             return 0; /* the scratch holds records handed out this call */

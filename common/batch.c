@@ -14,7 +14,8 @@
  *                                     the broker like base_offset
  *   24     1    magic            u8   1
  *   25     1    attributes       u8   bits 0-2: compression (0 none, 1 lz4,
- *                                     2 zstd); bits 3-7: zero
+ *                                     2 zstd); bit 3: control batch;
+ *                                     bits 4-7: zero
  *   26     2    reserved         u16  zero
  *   28     4    record_count     u32  1 .. 2^24
  *   32     8    first_timestamp  i64  ms since the epoch of the first record
@@ -29,6 +30,12 @@
  * the broker can assign base_offset and term without recomputing it, as
  * Kafka does with its partition leader epoch. batch_bytes is protected by
  * the CRC check itself: a wrong length makes the CRC range wrong.
+ *
+ * A control batch (attribute bit 3, written by consensus/rio for Raft
+ * barrier and configuration entries) is uncompressed and holds exactly one
+ * record: key = the Raft entry type (one byte: 2 barrier, 3 configuration),
+ * value = the entry payload (empty for a barrier), timestamp 0, producer
+ * fields -1. It takes one offset like any record; consumers skip it.
  *
  * An uncompressed body is record_count records back to back. A compressed
  * body is a u32 uncompressed length (at most 64 MiB) followed by one LZ4
@@ -89,9 +96,15 @@ int batch_header_decode(const uint8_t *p, size_t n, struct batch_header *h)
         le16_get(p + 58) != 0) {
         return KAPPA_ECORRUPT;
     }
-    if ((h->attributes & ~KAPPA_BATCH_ATTR_COMPRESSION_MASK) != 0 ||
+    if ((h->attributes & ~(KAPPA_BATCH_ATTR_COMPRESSION_MASK |
+                           KAPPA_BATCH_ATTR_CONTROL)) != 0 ||
         (h->attributes & KAPPA_BATCH_ATTR_COMPRESSION_MASK) >
             KAPPA_COMPRESSION_ZSTD) {
+        return KAPPA_ECORRUPT;
+    }
+    /* A control batch is one uncompressed record (see the top). */
+    if ((h->attributes & KAPPA_BATCH_ATTR_CONTROL) != 0 &&
+        (h->attributes != KAPPA_BATCH_ATTR_CONTROL || h->record_count != 1)) {
         return KAPPA_ECORRUPT;
     }
     if (h->batch_bytes <= KAPPA_BATCH_HEADER_BYTES ||

@@ -29,6 +29,11 @@ enum kappa_compression {
     KAPPA_COMPRESSION_ZSTD = 2,
 };
 #define KAPPA_BATCH_ATTR_COMPRESSION_MASK 0x07
+/* A control batch carries Raft bookkeeping (consensus/rio: barrier and
+ * configuration entries), not producer records: exactly one uncompressed
+ * record whose key is the entry type byte and whose value is the entry
+ * payload. It takes one offset; consumers skip it. */
+#define KAPPA_BATCH_ATTR_CONTROL 0x08
 
 struct batch_header {
     int64_t base_offset;

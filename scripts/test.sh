@@ -13,13 +13,13 @@ clang-format --dry-run --Werror $files
 
 echo "== build (gcc, -Werror) and test"
 BUILD_DIR=build scripts/build.sh
-(cd build && ctest --output-on-failure -j"$jobs" -L 'unit|integration')
+(cd build && ctest --output-on-failure -j"$jobs" -L 'unit|sim|integration')
 
 echo "== build with ASan+UBSan and test"
 BUILD_DIR=build-asan BUILD_TYPE=Debug scripts/build.sh -DKAPPA_SANITIZE=ON \
   -DKAPPA_TEST_TIMEOUT_MULTIPLIER=3
 (cd build-asan && ASAN_OPTIONS=detect_leaks=1 KAPPA_TEST_TIMEOUT_MULTIPLIER=3 \
-   ctest --output-on-failure -j"$jobs" -L 'unit|integration')
+   ctest --output-on-failure -j"$jobs" -L 'unit|sim|integration')
 
 echo "== fuzz (${KAPPA_FUZZ_SECONDS:-30} s per target)"
 tests/fuzz/run.sh "${KAPPA_FUZZ_SECONDS:-30}"

@@ -2,6 +2,17 @@
 #ifndef KAPPA_ERRORS_H
 #define KAPPA_ERRORS_H
 
+/* Marks the declarations libkappa exports. The library is built with hidden
+ * visibility by default, so everything else (its internals and the common/
+ * code linked into it) stays out of the dynamic symbol table. */
+#ifndef KAPPA_API
+#if defined(__GNUC__) || defined(__clang__)
+#define KAPPA_API __attribute__((visibility("default")))
+#else
+#define KAPPA_API
+#endif
+#endif
+
 /* Codes travel on the wire: append new ones at the end, never renumber.
  * X(name, number, is_retriable, message) */
 #define KAPPA_ERR_MAP(X)                                                       \
@@ -31,7 +42,9 @@
     X(EDUPLICATE, 1022, 0, "duplicate sequence number")                        \
     X(ESEQUENCE, 1023, 0, "out of order sequence number")                      \
     X(ENOENT, 1024, 0, "not found")                                            \
-    X(ECOMPRESSION, 1025, 0, "compression failed")
+    X(ECOMPRESSION, 1025, 0, "compression failed")                             \
+    X(EFENCED, 1026, 0, "producer fenced by a newer epoch")                    \
+    X(EREPLICATION, 1027, 0, "replication factor above live brokers")
 
 enum kappa_err {
 #define KAPPA__ERR_ENUM(name, number, retriable, msg) KAPPA_##name = number,
@@ -41,12 +54,12 @@ enum kappa_err {
 
 /* Fixed lowercase message for a code; "unknown error" for codes this build
  * does not know (a newer peer may send them). */
-const char *kappa_err_str(int code);
+KAPPA_API const char *kappa_err_str(int code);
 
 /* The code's symbolic name, e.g. "EUNKNOWN_TOPIC". */
-const char *kappa_err_name(int code);
+KAPPA_API const char *kappa_err_name(int code);
 
 /* Non-zero when repeating the same request later may succeed. */
-int kappa_err_is_retriable(int code);
+KAPPA_API int kappa_err_is_retriable(int code);
 
 #endif /* KAPPA_ERRORS_H */

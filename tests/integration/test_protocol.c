@@ -363,6 +363,14 @@ static void test_produce_errors(void **state)
                      KAPPA_ECORRUPT);
     batch_builder_free(&b);
 
+    /* Control batches (Raft bookkeeping) are the broker's alone. */
+    build_batch(&b, 0, 1);
+    b.buf.data[25] = KAPPA_BATCH_ATTR_CONTROL;
+    le32_put(b.buf.data + KAPPA_BATCH_OFF_CRC,
+             batch_crc_compute(b.buf.data, b.buf.len));
+    assert_int_equal(raw_produce("t", 0, b.buf.data, b.buf.len), KAPPA_EINVAL);
+    batch_builder_free(&b);
+
     /* One batch over message.max.bytes (64 KiB on this node). */
     build_batch(&b, 1000, 100);
     assert_int_equal(raw_produce("t", 0, b.buf.data, b.buf.len), KAPPA_ETOOBIG);
