@@ -27,11 +27,62 @@ uint64_t client_now_ms(void)
     return uv_hrtime() / 1000000u;
 }
 
-int64_t client_wall_ms(void)
+static int64_t timespec_ns(const struct timespec *ts)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    return (int64_t)ts->tv_sec * 1000000000 + ts->tv_nsec;
+}
+
+/* Records one precise reading may serve next: as many as arrived per
+ * KCLIENT_CLOCK_REUSE_NS during the previous reading's life (n_served
+ * records over span_ns), within [1, KCLIENT_CLOCK_REUSE_MAX]. */
+static uint32_t clock_budget(uint32_t n_served, int64_t span_ns)
+{
+    uint64_t n;
+    if (span_ns <= 0) {
+        return 1; /* the clock stepped back: no estimate */
+    }
+    n = (uint64_t)n_served * KCLIENT_CLOCK_REUSE_NS / (uint64_t)span_ns;
+    if (n < 1) {
+        return 1;
+    }
+    return n > KCLIENT_CLOCK_REUSE_MAX ? KCLIENT_CLOCK_REUSE_MAX : (uint32_t)n;
+}
+
+/* A reading is reused while three things hold:
+ * 1. CLOCK_REALTIME_COARSE (a vDSO memory read, about 10 ns) still shows the
+ *    kernel tick of the reading, so a pause between two kappa_produce calls
+ *    is never hidden: a reused time is less than one tick (1-4 ms) old;
+ * 2. fewer records than its budget used it: at a steady record rate the
+ *    budget covers about KCLIENT_CLOCK_REUSE_NS (1 ms), and at most
+ *    KCLIENT_CLOCK_REUSE_MAX records;
+ * 3. the loop has not run since (client_clock_expire).
+ * So at high rates one precise reading serves up to 64 records and a slow
+ * producer reads the clock for every record. A timestamp is at most about
+ * 1 ms older than the kappa_produce call at a steady rate, and less than one
+ * tick older when the rate changes abruptly (docs/performance.md). */
+int64_t client_record_ms(struct kappa_client *c)
+{
+    struct kclock *k = &c->clock;
+    struct timespec tick = {0, 0}, now;
+    int64_t now_ns;
+#ifdef CLOCK_REALTIME_COARSE
+    (void)clock_gettime(CLOCK_REALTIME_COARSE, &tick);
+#endif
+    if (k->n_served < k->n_budget && timespec_ns(&tick) == k->tick_ns) {
+        k->n_served++;
+        return k->wall_ms;
+    }
+    (void)clock_gettime(CLOCK_REALTIME, &now);
+    now_ns = timespec_ns(&now);
+    k->n_budget = clock_budget(k->n_served, now_ns - k->wall_ns);
+#ifndef CLOCK_REALTIME_COARSE
+    k->n_budget = 0; /* no cheap way to see a pause: read every time */
+#endif
+    k->wall_ns = now_ns;
+    k->wall_ms = now_ns / 1000000;
+    k->tick_ns = timespec_ns(&tick);
+    k->n_served = 1;
+    return k->wall_ms;
 }
 
 int client_error(struct kappa_client *c, int rv, const char *fmt, ...)
@@ -341,6 +392,7 @@ int client_wait(struct kappa_client *c, client_done_fn done, void *arg,
             (void)uv_timer_start(&c->wake_timer, on_wake, deadline - now, 0);
         }
         uv_run(&c->loop, UV_RUN_ONCE);
+        client_clock_expire(c);
     }
     (void)uv_timer_stop(&c->wake_timer);
     return 0;

@@ -21,8 +21,19 @@
 #define KCLIENT_PARTITIONS_MAX 10000
 #define KCLIENT_BOOTSTRAP_MAX  16
 #define KCLIENT_HOST_MAX       256
-/* Batches kept for reuse (their buffers stay allocated). */
-#define KCLIENT_BATCH_POOL_MAX 32
+/* Finished batches are kept for reuse with their buffers (sized to
+ * batch.size) and opaque arrays, so the steady state allocates nothing and
+ * touches no fresh page. The pool holds at most KCLIENT_BATCH_POOL_MAX
+ * batches and queue.buffering.max.bytes of memory; batches never taken out
+ * during one KCLIENT_BATCH_POOL_TRIM_MS interval are freed at its end, so an
+ * idle producer gives its memory back. */
+#define KCLIENT_BATCH_POOL_MAX     512
+#define KCLIENT_BATCH_POOL_TRIM_MS 1000
+/* Record timestamps: one CLOCK_REALTIME reading serves at most this many
+ * records, and about KCLIENT_CLOCK_REUSE_NS worth of them at the recent
+ * record rate (client_record_ms). */
+#define KCLIENT_CLOCK_REUSE_MAX 64
+#define KCLIENT_CLOCK_REUSE_NS  1000000
 /* Upper bound on the bytes of batches in one produce request. */
 #define KCLIENT_PRODUCE_REQUEST_BYTES_MAX (16u * 1024 * 1024)
 /* Period of the housekeeping timer (request and message timeouts, retry
@@ -238,6 +249,15 @@ int consumer_list_offset(struct kappa_client *c, struct kpart *p,
 
 /* ---- Client (client.c) -------------------------------------------------- */
 
+/* The clock reading record timestamps share (client_record_ms). */
+struct kclock {
+    int64_t wall_ns;   /* last CLOCK_REALTIME reading */
+    int64_t wall_ms;   /* the same in ms, handed out */
+    int64_t tick_ns;   /* CLOCK_REALTIME_COARSE at that reading */
+    uint32_t n_served; /* records that got wall_ms */
+    uint32_t n_budget; /* records it may serve; 0 forces a new reading */
+};
+
 struct kappa_client {
     struct kappa_conf conf;
     uv_loop_t loop;
@@ -278,6 +298,13 @@ struct kappa_client {
     void *delivery_arg;
     unsigned send_pass;
     struct pbatch *batch_pool;
+    size_t batch_pool_bytes;     /* memory of the pooled batches */
+    unsigned batch_pool_low;     /* fewest pooled since the last trim */
+    uint64_t batch_pool_trim_ms; /* next trim (monotonic) */
+    /* One-entry topic cache of kappa_produce; name length for the compare. */
+    struct ktopic *produce_topic;
+    size_t produce_topic_len;
+    struct kclock clock;
     struct pbatch *open_head, *open_tail; /* open batches, oldest first */
     struct kpart *done_parts; /* partitions with a finished batch at head */
     int is_delivering;
@@ -303,7 +330,16 @@ struct kappa_client {
 };
 
 uint64_t client_now_ms(void);
-int64_t client_wall_ms(void);
+/* Wall-clock time in ms for a record produced now. Reading CLOCK_REALTIME
+ * costs 30-100 ns in VMs, as much as the rest of kappa_produce, so one
+ * reading serves several records; see client.c for the bound on its age
+ * (about 1 ms). */
+int64_t client_record_ms(struct kappa_client *c);
+/* The next client_record_ms reads the clock: called after the loop ran. */
+static inline void client_clock_expire(struct kappa_client *c)
+{
+    c->clock.n_budget = 0;
+}
 static inline void client_begin(struct kappa_client *c)
 {
     c->detail[0] = '\0';

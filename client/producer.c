@@ -136,12 +136,58 @@ static int32_t pick_partition(struct kappa_client *c, struct ktopic *t,
 
 /* ---- Batches ------------------------------------------------------------ */
 
+/* Memory a batch holds, for the pool's limit. */
+static size_t batch_mem(const struct pbatch *b)
+{
+    return b->b.buf.cap + b->b.spare.cap +
+           (size_t)b->opaques_cap * sizeof *b->opaques;
+}
+
+static void batch_destroy(struct pbatch *b)
+{
+    batch_builder_free(&b->b);
+    kappa_free(b->opaques);
+    kappa_free(b);
+}
+
+/* Opaque slots a new batch starts with: one per 64 bytes of batch.size, so
+ * records of 64 B or more (framing included) never grow the array. */
+static uint32_t opaques_initial(const struct kappa_client *c)
+{
+    size_t n = c->conf.batch_bytes / 64;
+    return n < 1024 ? 1024 : (uint32_t)n; /* batch.size <= 64 MiB */
+}
+
+/* Sizes a batch taken from the pool or newly made: the buffer to batch.size
+ * and the opaques to opaques_initial, so records never grow them in the
+ * common case (a full batch is at most batch.size bytes). */
+static int batch_presize(struct kappa_client *c, struct pbatch *b)
+{
+    uint32_t n = opaques_initial(c);
+    if (buf_reserve(&b->b.buf, c->conf.batch_bytes) != 0) {
+        return KAPPA_ENOMEM;
+    }
+    if (b->opaques_cap < n) {
+        void **a = kappa_realloc(b->opaques, n * sizeof *a);
+        if (a == NULL) {
+            return KAPPA_ENOMEM;
+        }
+        b->opaques = a;
+        b->opaques_cap = n;
+    }
+    return 0;
+}
+
 static struct pbatch *batch_get(struct kappa_client *c, struct kpart *p)
 {
     struct pbatch *b = c->batch_pool;
     if (b != NULL) {
         c->batch_pool = b->next;
         c->n_batch_pool--;
+        c->batch_pool_bytes -= batch_mem(b);
+        if (c->n_batch_pool < c->batch_pool_low) {
+            c->batch_pool_low = c->n_batch_pool;
+        }
     } else {
         b = kappa_calloc(1, sizeof *b);
         if (b == NULL) {
@@ -150,6 +196,10 @@ static struct pbatch *batch_get(struct kappa_client *c, struct kpart *p)
         batch_builder_init(&b->b);
     }
     batch_builder_reset(&b->b);
+    if (batch_presize(c, b) != 0) {
+        batch_destroy(b);
+        return NULL;
+    }
     b->next = b->open_prev = b->open_next = NULL;
     b->part = p;
     b->n_records = 0;
@@ -163,22 +213,40 @@ static struct pbatch *batch_get(struct kappa_client *c, struct kpart *p)
     return b;
 }
 
-static void batch_destroy(struct pbatch *b)
-{
-    batch_builder_free(&b->b);
-    kappa_free(b->opaques);
-    kappa_free(b);
-}
-
+/* Keeps a finished batch for reuse, within the pool's limits. The pool
+ * only holds batches that were in use at the same time, so it never holds
+ * more memory than the queue's peak. */
 static void batch_put(struct kappa_client *c, struct pbatch *b)
 {
-    if (c->n_batch_pool >= KCLIENT_BATCH_POOL_MAX || c->is_closing) {
+    size_t mem = batch_mem(b);
+    if (c->is_closing || c->n_batch_pool >= KCLIENT_BATCH_POOL_MAX ||
+        c->batch_pool_bytes + mem > c->conf.queue_max_bytes) {
         batch_destroy(b);
         return;
     }
     b->next = c->batch_pool;
     c->batch_pool = b;
     c->n_batch_pool++;
+    c->batch_pool_bytes += mem;
+}
+
+/* Frees the batches nobody took out of the pool since the last trim: the
+ * pool never went below batch_pool_low, so that many sat idle. */
+static void batch_pool_trim(struct kappa_client *c, uint64_t now)
+{
+    if (now < c->batch_pool_trim_ms) {
+        return;
+    }
+    KAPPA_ASSERT(c->batch_pool_low <= c->n_batch_pool);
+    for (unsigned n = c->batch_pool_low; n > 0; n--) {
+        struct pbatch *b = c->batch_pool;
+        c->batch_pool = b->next;
+        c->n_batch_pool--;
+        c->batch_pool_bytes -= batch_mem(b);
+        batch_destroy(b);
+    }
+    c->batch_pool_low = c->n_batch_pool;
+    c->batch_pool_trim_ms = now + KCLIENT_BATCH_POOL_TRIM_MS;
 }
 
 static void open_list_remove(struct kappa_client *c, struct pbatch *b)
@@ -326,7 +394,7 @@ static int part_append(struct kappa_client *c, struct kpart *p,
                        const struct record_header *hdrs, size_t est)
 {
     struct pbatch *b = p->open;
-    int64_t ts = m->timestamp_ms != 0 ? m->timestamp_ms : client_wall_ms();
+    int64_t ts = m->timestamp_ms != 0 ? m->timestamp_ms : client_record_ms(c);
     int rv;
 
     if (b != NULL && batch_builder_bytes(&b->b) + est > c->conf.batch_bytes) {
@@ -359,11 +427,24 @@ static int part_append(struct kappa_client *c, struct kpart *p,
     return 0;
 }
 
+/* Whether s is t's name (name_len bytes long). Inline and stopping at the
+ * first difference, so it never reads past the end of s: a pointer compare
+ * would not do, since an application may reuse a buffer for another name. */
+static int topic_name_is(const struct ktopic *t, size_t name_len, const char *s)
+{
+    for (size_t i = 0; i < name_len; i++) {
+        if (s[i] != t->name[i]) {
+            return 0;
+        }
+    }
+    return s[name_len] == '\0';
+}
+
 static int produce_one(struct kappa_client *c, const struct kappa_msg *m,
                        struct kpart **out)
 {
     struct record_header hdrs[RECORD_HEADERS_MAX];
-    struct ktopic *t = c->last_topic;
+    struct ktopic *t = c->produce_topic;
     size_t hdr_bytes, est;
     int32_t part;
     int rv;
@@ -372,11 +453,14 @@ static int produce_one(struct kappa_client *c, const struct kappa_msg *m,
     if ((rv = produce_check(c, m)) != 0) {
         return rv;
     }
-    if (t == NULL || !t->is_known || strcmp(t->name, m->topic) != 0) {
+    if (t == NULL || !t->is_known ||
+        !topic_name_is(t, c->produce_topic_len, m->topic)) {
         rv = metadata_topic_get(c, m->topic, &t);
         if (rv != 0) {
             return client_error(c, rv, "produce %.64s", m->topic);
         }
+        c->produce_topic = t;
+        c->produce_topic_len = strlen(t->name);
     }
     if (convert_headers(m, hdrs, &hdr_bytes) != 0) {
         return client_error(c, KAPPA_EINVAL, "produce %s: bad headers",
@@ -854,6 +938,7 @@ void producer_tick(struct kappa_client *c, uint64_t now)
     if (c->open_head != NULL) {
         client_linger_arm(c, c->open_head->created_ms + linger - now);
     }
+    batch_pool_trim(c, now);
     expire_ready(c, now);
     producer_send(c);
     producer_deliver(c);
@@ -940,6 +1025,7 @@ int kappa_poll(struct kappa_client *c, int timeout_ms)
 {
     uint64_t before = c->n_delivered;
     uv_run(&c->loop, UV_RUN_NOWAIT);
+    client_clock_expire(c);
     producer_deliver(c);
     if (timeout_ms != 0 && c->n_delivered == before) {
         (void)client_wait(c, delivered_since, &before, timeout_ms);
@@ -992,4 +1078,7 @@ void producer_free(struct kappa_client *c)
         batch_destroy(b);
     }
     c->n_batch_pool = 0;
+    c->batch_pool_bytes = 0;
+    c->batch_pool_low = 0;
+    c->produce_topic = NULL;
 }

@@ -9,7 +9,10 @@
  * expires and delivery callbacks run.
  *
  * Every call returns 0 or a positive code from <kappa/errors.h>;
- * kappa_last_error() gives a message with context for the last failure. */
+ * kappa_last_error() gives a message with context for the last failure.
+ *
+ * libkappa exports only the functions declared KAPPA_API here and in
+ * <kappa/errors.h>, all named kappa_*. */
 #ifndef KAPPA_CLIENT_H
 #define KAPPA_CLIENT_H
 
@@ -53,25 +56,27 @@ extern "C" {
  */
 struct kappa_conf;
 
-struct kappa_conf *kappa_conf_new(void);
-void kappa_conf_free(struct kappa_conf *conf);
+KAPPA_API struct kappa_conf *kappa_conf_new(void);
+KAPPA_API void kappa_conf_free(struct kappa_conf *conf);
 /* Returns 0 or KAPPA_ECONFIG for an unknown key or a bad value, with a
  * message in errstr. */
-int kappa_conf_set(struct kappa_conf *conf, const char *key, const char *value,
-                   char *errstr, size_t errstr_size);
+KAPPA_API int kappa_conf_set(struct kappa_conf *conf, const char *key,
+                             const char *value, char *errstr,
+                             size_t errstr_size);
 
 /* ---- Client ------------------------------------------------------------- */
 struct kappa_client;
 
 /* Takes ownership of conf (also on failure). Does not connect yet. Returns
  * 0, KAPPA_ECONFIG or KAPPA_ENOMEM with a message in errstr. */
-int kappa_client_new(struct kappa_conf *conf, struct kappa_client **out,
-                     char *errstr, size_t errstr_size);
+KAPPA_API int kappa_client_new(struct kappa_conf *conf,
+                               struct kappa_client **out, char *errstr,
+                               size_t errstr_size);
 /* Closes connections and frees the client. Records not yet delivered get
  * their delivery callback with KAPPA_ECANCELED first. NULL is a no-op. */
-void kappa_client_free(struct kappa_client *c);
+KAPPA_API void kappa_client_free(struct kappa_client *c);
 /* Message of the last failed call, e.g. "produce t/3: unknown topic". */
-const char *kappa_last_error(const struct kappa_client *c);
+KAPPA_API const char *kappa_last_error(const struct kappa_client *c);
 
 /* ---- Producer ----------------------------------------------------------- */
 struct kappa_header {
@@ -89,7 +94,10 @@ struct kappa_msg {
     size_t value_len;
     const struct kappa_header *headers;
     size_t n_headers;
-    int64_t timestamp_ms; /* 0: now */
+    int64_t timestamp_ms; /* 0: now, from a clock reading shared by
+                             records produced in a burst: at most about
+                             1 ms old at a steady rate, and less than one
+                             kernel tick (1-4 ms) otherwise */
     void *opaque;         /* handed back in the delivery report */
 };
 
@@ -107,8 +115,8 @@ struct kappa_delivery {
  * producer arrives, a retry after a lost response may store a batch twice,
  * and with max.in.flight > 1 a retried batch may land after a later one. */
 typedef void (*kappa_delivery_cb)(const struct kappa_delivery *d, void *arg);
-void kappa_set_delivery_cb(struct kappa_client *c, kappa_delivery_cb cb,
-                           void *arg);
+KAPPA_API void kappa_set_delivery_cb(struct kappa_client *c,
+                                     kappa_delivery_cb cb, void *arg);
 
 /* Copies the record into the partition's open batch (the caller's buffers
  * are free on return). The first record for a topic fetches its metadata,
@@ -116,23 +124,24 @@ void kappa_set_delivery_cb(struct kappa_client *c, kappa_delivery_cb cb,
  * KAPPA_EBAD_PARTITION, KAPPA_ETOOBIG (one record over the batch limit),
  * KAPPA_EBUSY (queue.buffering.max.bytes reached: call kappa_poll and
  * retry) or KAPPA_EINVAL. On error no delivery callback will run. */
-int kappa_produce(struct kappa_client *c, const struct kappa_msg *m);
+KAPPA_API int kappa_produce(struct kappa_client *c, const struct kappa_msg *m);
 
 /* Runs I/O and callbacks for up to timeout_ms (0: only what is ready).
  * Returns the number of delivery reports served. */
-int kappa_poll(struct kappa_client *c, int timeout_ms);
+KAPPA_API int kappa_poll(struct kappa_client *c, int timeout_ms);
 
 /* Sends every pending batch and waits until all records are delivered.
  * Returns 0 or KAPPA_ETIMEDOUT. */
-int kappa_flush(struct kappa_client *c, int timeout_ms);
+KAPPA_API int kappa_flush(struct kappa_client *c, int timeout_ms);
 
 /* Records produced but not yet delivered. */
-size_t kappa_outq_len(const struct kappa_client *c);
+KAPPA_API size_t kappa_outq_len(const struct kappa_client *c);
 
 /* Blocking: produces one record and waits for its delivery; *offset gets its
  * offset. Returns the delivery's error. */
-int kappa_produce_sync(struct kappa_client *c, const struct kappa_msg *m,
-                       int64_t *offset, int timeout_ms);
+KAPPA_API int kappa_produce_sync(struct kappa_client *c,
+                                 const struct kappa_msg *m, int64_t *offset,
+                                 int timeout_ms);
 
 /* ---- Consumer ----------------------------------------------------------- */
 
@@ -142,21 +151,21 @@ int kappa_produce_sync(struct kappa_client *c, const struct kappa_msg *m,
  * offset (ListOffsets); the first fetch goes out in the next kappa_consume,
  * for all assigned partitions together. Returns 0, KAPPA_EUNKNOWN_TOPIC or
  * KAPPA_EBAD_PARTITION. */
-int kappa_assign(struct kappa_client *c, const char *topic, int32_t partition,
-                 int64_t offset);
-int kappa_unassign(struct kappa_client *c, const char *topic,
-                   int32_t partition);
+KAPPA_API int kappa_assign(struct kappa_client *c, const char *topic,
+                           int32_t partition, int64_t offset);
+KAPPA_API int kappa_unassign(struct kappa_client *c, const char *topic,
+                             int32_t partition);
 /* Moves an assigned partition; records fetched before the seek are
  * dropped. */
-int kappa_seek(struct kappa_client *c, const char *topic, int32_t partition,
-               int64_t offset);
+KAPPA_API int kappa_seek(struct kappa_client *c, const char *topic,
+                         int32_t partition, int64_t offset);
 /* Seeks to the first offset whose timestamp is >= timestamp_ms (blocking
  * ListOffsets). */
-int kappa_seek_timestamp(struct kappa_client *c, const char *topic,
-                         int32_t partition, int64_t timestamp_ms);
+KAPPA_API int kappa_seek_timestamp(struct kappa_client *c, const char *topic,
+                                   int32_t partition, int64_t timestamp_ms);
 /* Next offset kappa_consume will return for the partition. */
-int kappa_position(struct kappa_client *c, const char *topic, int32_t partition,
-                   int64_t *offset);
+KAPPA_API int kappa_position(struct kappa_client *c, const char *topic,
+                             int32_t partition, int64_t *offset);
 
 struct kappa_record {
     const char *topic;
@@ -179,28 +188,28 @@ struct kappa_record {
  * most max of them into out, in offset order per partition. The records
  * borrow the client's fetch buffers: valid until the next kappa_consume or
  * kappa_client_free. Returns 0 with *n set (0 on timeout) or an error. */
-int kappa_consume(struct kappa_client *c, int timeout_ms,
-                  struct kappa_record *out, size_t max, size_t *n);
+KAPPA_API int kappa_consume(struct kappa_client *c, int timeout_ms,
+                            struct kappa_record *out, size_t max, size_t *n);
 
 /* Header i (< n_headers) of a record; key is NOT NUL-terminated, its length
  * is returned in *key_len. Returns 0 or KAPPA_EINVAL. */
-int kappa_record_header(const struct kappa_record *r, size_t i,
-                        const char **key, size_t *key_len, const void **value,
-                        size_t *value_len);
+KAPPA_API int kappa_record_header(const struct kappa_record *r, size_t i,
+                                  const char **key, size_t *key_len,
+                                  const void **value, size_t *value_len);
 
 /* Blocking ListOffsets: log start and high watermark of a partition. */
-int kappa_watermarks(struct kappa_client *c, const char *topic,
-                     int32_t partition, int64_t *low, int64_t *high,
-                     int timeout_ms);
+KAPPA_API int kappa_watermarks(struct kappa_client *c, const char *topic,
+                               int32_t partition, int64_t *low, int64_t *high,
+                               int timeout_ms);
 
 /* Blocking ListOffsets by time: first offset with timestamp >= ts (the high
  * watermark if none). The broker answers at batch granularity: the result is
  * the first offset of the first batch whose largest timestamp is >= ts, so
  * earlier records of that batch may be older (kappa_seek_timestamp skips
  * them). */
-int kappa_offset_for_time(struct kappa_client *c, const char *topic,
-                          int32_t partition, int64_t timestamp_ms,
-                          int64_t *offset, int timeout_ms);
+KAPPA_API int kappa_offset_for_time(struct kappa_client *c, const char *topic,
+                                    int32_t partition, int64_t timestamp_ms,
+                                    int64_t *offset, int timeout_ms);
 
 /* ---- Admin (blocking) --------------------------------------------------- */
 struct kappa_partition_info {
@@ -225,17 +234,17 @@ struct kappa_topic_info {
 /* configs: NULL or a NULL-terminated list of "key=value" strings. Returns 0
  * once the topic exists on the broker, KAPPA_ETOPIC_EXISTS,
  * KAPPA_ETOPIC_NAME or KAPPA_EINVAL. */
-int kappa_create_topic(struct kappa_client *c, const char *name,
-                       int32_t partitions, int32_t replication_factor,
-                       const char *const *configs, int timeout_ms);
-int kappa_delete_topic(struct kappa_client *c, const char *name,
-                       int timeout_ms);
+KAPPA_API int kappa_create_topic(struct kappa_client *c, const char *name,
+                                 int32_t partitions, int32_t replication_factor,
+                                 const char *const *configs, int timeout_ms);
+KAPPA_API int kappa_delete_topic(struct kappa_client *c, const char *name,
+                                 int timeout_ms);
 /* Lists all topics (name filter NULL) or one; the caller frees *topics with
  * kappa_topic_info_free. */
-int kappa_list_topics(struct kappa_client *c, const char *name,
-                      struct kappa_topic_info **topics, size_t *n,
-                      int timeout_ms);
-void kappa_topic_info_free(struct kappa_topic_info *topics, size_t n);
+KAPPA_API int kappa_list_topics(struct kappa_client *c, const char *name,
+                                struct kappa_topic_info **topics, size_t *n,
+                                int timeout_ms);
+KAPPA_API void kappa_topic_info_free(struct kappa_topic_info *topics, size_t n);
 
 #ifdef __cplusplus
 }
