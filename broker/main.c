@@ -23,7 +23,29 @@
 #define ADDR_FILE "kappad.addr"
 #define LOCK_FILE "kappad.lock"
 
-/* mkdir -p */
+/* fsyncs the directory that holds path, so a new entry in it is durable. */
+static void fsync_parent(const char *path)
+{
+    char parent[CONFIG_PATH_BYTES_MAX];
+    char *slash;
+    int fd;
+    snprintf(parent, sizeof parent, "%s", path);
+    slash = strrchr(parent, '/');
+    if (slash == NULL) {
+        snprintf(parent, sizeof parent, ".");
+    } else if (slash == parent) {
+        parent[1] = '\0';
+    } else {
+        *slash = '\0';
+    }
+    fd = open(parent, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd >= 0) {
+        (void)fsync(fd);
+        close(fd);
+    }
+}
+
+/* mkdir -p; every directory it creates is made durable in its parent. */
 static int make_dirs(const char *path, char *errmsg)
 {
     char tmp[CONFIG_PATH_BYTES_MAX];
@@ -31,13 +53,17 @@ static int make_dirs(const char *path, char *errmsg)
     for (char *p = tmp + 1; *p != '\0'; p++) {
         if (*p == '/') {
             *p = '\0';
-            if (mkdir(tmp, 0755) != 0 && errno != EEXIST) {
+            if (mkdir(tmp, 0755) == 0) {
+                fsync_parent(tmp);
+            } else if (errno != EEXIST) {
                 break;
             }
             *p = '/';
         }
     }
-    if (mkdir(tmp, 0755) != 0 && errno != EEXIST) {
+    if (mkdir(tmp, 0755) == 0) {
+        fsync_parent(tmp);
+    } else if (errno != EEXIST) {
         kappa_errmsg_printf(errmsg, "mkdir %s: %s", path, strerror(errno));
         return KAPPA_EIO;
     }

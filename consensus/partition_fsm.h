@@ -43,8 +43,9 @@ void partition_fsm_free(struct partition_fsm *p);
 /* The struct raft_fsm (version 2) to pass to raft_init or raft_fixture_grow;
  * owned by p, valid until partition_fsm_free.
  *
- * apply: the entry must be exactly one batch whose base offset equals the
- * commit offset: a record batch, or a control batch (KAPPA_BATCH_ATTR_CONTROL
+ * apply: the entry must be exactly one batch whose base offset is at or
+ * above the commit offset (the gap holds control batches raft never
+ * applies): a record batch, or a control batch (KAPPA_BATCH_ATTR_CONTROL
  * in common/batch.h: a Raft barrier or configuration entry stored in the
  * segment store), which takes its offset but carries no producer state. It sets
  * *result to a packed value (not a pointer, nothing to free): decode it with

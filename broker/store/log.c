@@ -25,13 +25,16 @@
  * Fsync points, the only ones:
  * - log_open: fsync of the recovered last segment (after any cut) and of
  *   the directory; so flushed == end after open.
- * - log_append: none. Data is durable once a group commit covers it.
+ * - log_append, log_append_exact: none. Data is durable once a group
+ *   commit covers it.
  * - log_sync_execute: one fdatasync of a dup of the active segment's fd;
  *   every append before log_sync_prepare is then durable.
  * - roll (from log_append or log_housekeep): fdatasync of the segment being
  *   sealed, then the new segment file is created and the directory fsynced.
  *   Index files are never fsynced: they are checked and rebuilt.
  * - log_truncate: fsync of the cut segment and of the directory.
+ * - log_reset: fsync of the directory after the segments are deleted and
+ *   the new empty one created.
  * - log_close: fsync of the active segment.
  * - Retention deletes without fsync: a deleted segment that comes back
  *   after a crash is deleted again.
@@ -61,6 +64,7 @@
 #include "common/alloc.h"
 #include "common/assert.h"
 #include "common/batch.h"
+#include "common/endian.h"
 #include "common/err.h"
 #include "common/log.h"
 #include "io.h"
@@ -84,6 +88,8 @@ struct log {
     uint64_t tick;         /* LRU clock */
     uint64_t truncate_gen; /* bumped by every truncation */
     uint64_t sync_gen;     /* truncate_gen when the pending sync began */
+    int64_t empty_offset;  /* start and end while n_segs == 0 (a failed
+                              log_reset) */
     bool is_sync_pending;
     bool is_failed;
 };
@@ -104,12 +110,12 @@ static struct segment *active(const struct log *l)
 
 int64_t log_start_offset(const struct log *l)
 {
-    return l->segs[0]->base_offset;
+    return l->n_segs == 0 ? l->empty_offset : l->segs[0]->base_offset;
 }
 
 int64_t log_end_offset(const struct log *l)
 {
-    return active(l)->next_offset;
+    return l->n_segs == 0 ? l->empty_offset : active(l)->next_offset;
 }
 
 int64_t log_flushed_offset(const struct log *l)
@@ -489,6 +495,10 @@ void log_close(struct log *l)
     }
     /* The pending sync's completion would touch freed memory. */
     KAPPA_ASSERT(!l->is_sync_pending);
+    if (l->n_segs == 0) { /* after a failed log_reset */
+        log_free(l);
+        return;
+    }
     seg = active(l);
     if (!l->is_failed && io_fsync(seg->fd) != 0) {
         kappa_log(KAPPA_LOG_ERROR, "store", "close %s: fsync: %s", l->path,
@@ -622,6 +632,28 @@ static int roll(struct log *l, char *errmsg)
     return 0;
 }
 
+/* What every append checks before writing: the log works, offsets are
+ * left, and the active segment is rolled if the append does not fit. */
+static int append_begin(struct log *l, size_t n, uint64_t n_records,
+                        int64_t now_ms, char *errmsg)
+{
+    if (n_records > (uint64_t)(INT64_MAX - log_end_offset(l))) {
+        kappa_errmsg_printf(errmsg, "append: offsets exhausted");
+        return KAPPA_ETOOBIG;
+    }
+    if (should_roll(l, active(l), n, n_records, now_ms)) {
+        return roll(l, errmsg);
+    }
+    return 0;
+}
+
+static void append_done(struct segment *seg, int64_t now_ms)
+{
+    if (seg->roll_base_ms == INT64_MIN) {
+        seg->roll_base_ms = now_ms;
+    }
+}
+
 int log_append(struct log *l, uint8_t *p, size_t n, uint64_t term,
                int64_t now_ms, int64_t *base_offset, char *errmsg)
 {
@@ -636,12 +668,8 @@ int log_append(struct log *l, uint8_t *p, size_t n, uint64_t term,
     }
     l->now_ms = now_ms;
     rv = plan_append(p, n, &plan, errmsg);
-    if (rv == 0 && plan.n_records > (uint64_t)(INT64_MAX - log_end_offset(l))) {
-        kappa_errmsg_printf(errmsg, "append: offsets exhausted");
-        rv = KAPPA_ETOOBIG;
-    }
-    if (rv == 0 && should_roll(l, active(l), n, plan.n_records, now_ms)) {
-        rv = roll(l, errmsg);
+    if (rv == 0) {
+        rv = append_begin(l, n, plan.n_records, now_ms, errmsg);
     }
     if (rv != 0) {
         return rv;
@@ -653,11 +681,97 @@ int log_append(struct log *l, uint8_t *p, size_t n, uint64_t term,
         l->is_failed = seg->is_failed;
         return rv;
     }
-    if (seg->roll_base_ms == INT64_MIN) {
-        seg->roll_base_ms = now_ms;
-    }
+    append_done(seg, now_ms);
     l->size_bytes += n;
     *base_offset = start;
+    return 0;
+}
+
+/* Checks an exact append: whole batches with valid headers and CRCs whose
+ * base offsets continue the log. */
+static int plan_exact(const struct log *l, const uint8_t *p, size_t n,
+                      struct append_plan *plan, char *errmsg)
+{
+    int64_t next = log_end_offset(l);
+    struct batch_header h;
+    size_t pos = 0;
+
+    plan->n_batches = 0;
+    plan->n_records = 0;
+    if (n == 0 || n > KAPPA_SEGMENT_APPEND_BYTES_MAX) {
+        kappa_errmsg_printf(errmsg, "append of %zu bytes", n);
+        return n == 0 ? KAPPA_EINVAL : KAPPA_ETOOBIG;
+    }
+    while (pos < n) {
+        if (batch_verify(p + pos, n - pos, &h) != 0) {
+            kappa_errmsg_printf(errmsg, "append: bad batch at byte %zu", pos);
+            return KAPPA_EINVAL;
+        }
+        if (h.base_offset != next) {
+            kappa_errmsg_printf(errmsg,
+                                "append: batch at byte %zu has base offset "
+                                "%" PRId64 ", want %" PRId64,
+                                pos, h.base_offset, next);
+            return KAPPA_EINVAL;
+        }
+        next += (int64_t)h.record_count;
+        plan->n_batches++;
+        plan->n_records += h.record_count;
+        pos += h.batch_bytes;
+    }
+    return 0;
+}
+
+/* Bytes and batches from pos up to the first batch of another term. */
+static size_t term_run(const uint8_t *p, size_t n, size_t pos,
+                       uint32_t *n_batches)
+{
+    uint64_t term = le64_get(p + pos + KAPPA_BATCH_OFF_TERM);
+    size_t end = pos;
+
+    *n_batches = 0;
+    while (end < n && le64_get(p + end + KAPPA_BATCH_OFF_TERM) == term) {
+        end += batch_bytes(p + end);
+        (*n_batches)++;
+    }
+    return end - pos;
+}
+
+int log_append_exact(struct log *l, uint8_t *p, size_t n, int64_t now_ms,
+                     char *errmsg)
+{
+    struct append_plan plan;
+    struct segment *seg;
+    size_t pos = 0;
+    int rv;
+
+    if (l->is_failed) {
+        kappa_errmsg_printf(errmsg, "log %s failed earlier", l->path);
+        return KAPPA_EIO;
+    }
+    l->now_ms = now_ms;
+    rv = plan_exact(l, p, n, &plan, errmsg);
+    if (rv == 0) {
+        rv = append_begin(l, n, plan.n_records, now_ms, errmsg);
+    }
+    if (rv != 0) {
+        return rv;
+    }
+    seg = active(l);
+    while (pos < n) {
+        uint32_t n_batches;
+        size_t run = term_run(p, n, pos, &n_batches);
+        uint64_t term = le64_get(p + pos + KAPPA_BATCH_OFF_TERM);
+        /* The offsets and the term are rewritten with what they hold. */
+        rv = segment_append(seg, p + pos, run, n_batches, term, errmsg);
+        if (rv != 0) {
+            l->is_failed = seg->is_failed || pos > 0;
+            return rv;
+        }
+        l->size_bytes += run;
+        pos += run;
+    }
+    append_done(seg, now_ms);
     return 0;
 }
 
@@ -883,6 +997,53 @@ int log_truncate(struct log *l, int64_t from_offset, char *errmsg)
     return 0;
 }
 
+int log_reset(struct log *l, int64_t start_offset, char *errmsg)
+{
+    int rv = 0;
+
+    if (l->is_failed) {
+        kappa_errmsg_printf(errmsg, "log %s failed earlier", l->path);
+        return KAPPA_EIO;
+    }
+    if (start_offset < 0) {
+        kappa_errmsg_printf(errmsg, "reset at %" PRId64, start_offset);
+        return KAPPA_EINVAL;
+    }
+    /* A pending sync must not advance flushed over the new, unsynced
+     * bytes; its dup'd fd keeps the deleted file alive until then. */
+    l->truncate_gen++;
+    l->empty_offset = start_offset;
+    while (rv == 0 && l->n_segs > 0) {
+        struct segment *seg = l->segs[l->n_segs - 1];
+        uint64_t bytes = seg->size_bytes;
+        rv = segment_remove(seg, errmsg);
+        if (rv == 0) {
+            l->n_segs--;
+            l->size_bytes -= bytes;
+        }
+    }
+    if (rv == 0) {
+        rv = segment_create(&l->dir, start_offset, l->cfg.index_interval_bytes,
+                            &l->segs[0], errmsg);
+    }
+    if (rv == 0) {
+        l->n_segs = 1;
+        if (io_fsync(l->dir.fd) != 0) {
+            kappa_errmsg_printf(errmsg, "fsync %s: %s", l->path,
+                                strerror(errno));
+            rv = KAPPA_EIO;
+        }
+    }
+    if (rv != 0) {
+        l->is_failed = true;
+        return rv;
+    }
+    l->flushed_offset = start_offset;
+    kappa_log(KAPPA_LOG_INFO, "store", "reset %s to start at offset %" PRId64,
+              l->path, start_offset);
+    return 0;
+}
+
 static bool is_expired(const struct log *l, const struct segment *seg,
                        int64_t now_ms)
 {
@@ -906,13 +1067,14 @@ static bool is_expired(const struct log *l, const struct segment *seg,
 int log_housekeep(struct log *l, int64_t now_ms, uint32_t *n_deleted)
 {
     char errmsg[KAPPA_ERRMSG_SIZE];
-    struct segment *seg = active(l);
+    struct segment *seg;
     int rv;
 
     *n_deleted = 0;
     if (l->is_failed) {
         return KAPPA_EIO;
     }
+    seg = active(l);
     l->now_ms = now_ms;
     if (seg->size_bytes > 0 &&
         is_older(now_ms, seg->roll_base_ms, l->cfg.segment_ms)) {

@@ -65,6 +65,31 @@ uint32_t log_segment_count(const struct log *l);
 int log_append(struct log *l, uint8_t *p, size_t n, uint64_t term,
                int64_t now_ms, int64_t *base_offset, char *errmsg);
 
+/* Appends n bytes of concatenated batches that already carry their final
+ * base offset and term (replicated Raft entries, consensus/rio): every
+ * batch's header and CRC are checked, the first base offset must equal
+ * log_end_offset and each later one must follow its predecessor. Nothing
+ * is renumbered. Rolls first as log_append does, then writes with one
+ * write() per run of consecutive batches of the same term (one for a
+ * leader's appends). Does not fsync the data. p is written to, but only
+ * with the values it already holds. Returns 0, KAPPA_EINVAL (not whole
+ * valid batches, or offsets that do not continue the log; nothing
+ * appended, errmsg says which), KAPPA_ETOOBIG, KAPPA_EIO, KAPPA_ENOSPC or
+ * KAPPA_ENOMEM. When a later write fails after an earlier one (only with
+ * several terms) the earlier batches stay and the log is failed. */
+int log_append_exact(struct log *l, uint8_t *p, size_t n, int64_t now_ms,
+                     char *errmsg);
+
+/* Deletes every segment (newest first) and starts the log again, empty,
+ * at start_offset: start == end == flushed == start_offset and the next
+ * append must be numbered from there (Raft InstallSnapshot). The directory
+ * is fsynced. A group-commit sync may be in flight: its completion then
+ * leaves the flushed offset alone. A crash midway leaves a prefix of the
+ * old log or an empty log at 0. Returns 0, KAPPA_EINVAL (start_offset < 0;
+ * nothing changed), KAPPA_EIO, KAPPA_ENOSPC or KAPPA_ENOMEM (the log is
+ * then failed until reopened). */
+int log_reset(struct log *l, int64_t start_offset, char *errmsg);
+
 /* Group commit, in three steps so the fdatasync can run off the loop:
  * prepare (loop) captures a dup'd fd of the active segment and the end
  * offset it covers; execute (any thread) runs fdatasync; complete (loop)

@@ -1,7 +1,8 @@
 /* Unit tests for broker/store/log: round trips across rolls, roll by size
  * and age, retention, truncation, recovery of torn and corrupt tails,
- * corruption in sealed segments, index rebuilds, time lookups, read limits
- * and the group-commit API. Every test runs in its own mkdtemp directory. */
+ * corruption in sealed segments, index rebuilds, time lookups, read limits,
+ * the group-commit API, replica appends (log_append_exact) and log_reset.
+ * Every test runs in its own mkdtemp directory. */
 #include <fcntl.h>
 #include <ftw.h>
 #include <setjmp.h>
@@ -1098,6 +1099,147 @@ static void test_destroy(void **state)
     assert_int_equal(stat(f->dir, &st), -1);
 }
 
+/* A standard batch numbered base with the given term, as a replica gets
+ * it (log_append_exact). Returns its bytes (malloc'd, f->batch_bytes). */
+static uint8_t *numbered_batch(struct fx *f, int64_t base, uint64_t term,
+                               int64_t ts)
+{
+    struct batch_builder b;
+    uint8_t *p = malloc(f->batch_bytes);
+
+    assert_non_null(p);
+    batch_make(&b, RECORDS, VALUE, ts);
+    assert_int_equal(b.buf.len, f->batch_bytes);
+    batch_set_base_offset(b.buf.data, base);
+    batch_set_term(b.buf.data, term);
+    memcpy(p, b.buf.data, b.buf.len);
+    batch_builder_free(&b);
+    return p;
+}
+
+static uint64_t term_at(struct fx *f, int64_t offset)
+{
+    size_t n = 0;
+    struct batch_header h;
+
+    assert_int_equal(log_read(f->l, offset, INT64_MAX, 1, f->dst, READ_CAP, &n),
+                     0);
+    assert_int_equal(batch_header_decode(f->dst, n, &h), 0);
+    assert_int_equal(h.base_offset, offset);
+    return h.term;
+}
+
+static void test_append_exact(void **state)
+{
+    struct fx *f = *state;
+    char errmsg[KAPPA_ERRMSG_SIZE];
+    size_t bb = f->batch_bytes;
+    uint8_t *three = malloc(3 * bb);
+    uint8_t *p;
+
+    f->cfg.segment_bytes = 4 * bb;
+    fx_open(f, 0);
+    /* Wrong first offset, a gap, a bad CRC: refused, nothing written. */
+    p = numbered_batch(f, 3, 1, 0);
+    assert_int_equal(log_append_exact(f->l, p, bb, 0, errmsg), KAPPA_EINVAL);
+    assert_non_null(strstr(errmsg, "want 0"));
+    free(p);
+    p = numbered_batch(f, 0, 1, 0);
+    memcpy(three, p, bb);
+    free(p);
+    p = numbered_batch(f, 4, 1, 10);
+    memcpy(three + bb, p, bb);
+    free(p);
+    assert_int_equal(log_append_exact(f->l, three, 2 * bb, 0, errmsg),
+                     KAPPA_EINVAL);
+    three[bb - 1] ^= 1;
+    assert_int_equal(log_append_exact(f->l, three, bb, 0, errmsg),
+                     KAPPA_EINVAL);
+    three[bb - 1] ^= 1;
+    assert_int_equal(log_append_exact(f->l, three, 0, 0, errmsg), KAPPA_EINVAL);
+    assert_int_equal(log_end_offset(f->l), 0);
+    assert_int_equal(log_size_bytes(f->l), 0);
+
+    /* Three batches of terms 1, 1, 2 in one call: terms kept, offsets as
+     * given, nothing renumbered. */
+    for (int i = 0; i < 3; i++) {
+        p = numbered_batch(f, 3 * i, i < 2 ? 1 : 2, 10 * i);
+        memcpy(three + (size_t)i * bb, p, bb);
+        free(p);
+        f->base[i] = 3 * i;
+        f->first_ts[i] = 10 * i;
+    }
+    f->n_batches = 3;
+    assert_int_equal(log_append_exact(f->l, three, 3 * bb, 0, errmsg), 0);
+    assert_int_equal(log_end_offset(f->l), 9);
+    assert_int_equal(term_at(f, 0), 1);
+    assert_int_equal(term_at(f, 3), 1);
+    assert_int_equal(term_at(f, 6), 2);
+    /* The next one must continue at 9; a roll happens on the way. */
+    p = numbered_batch(f, 9, 2, 30);
+    assert_int_equal(log_append_exact(f->l, p, bb, 0, errmsg), 0);
+    assert_int_equal(log_segment_count(f->l), 1);
+    free(p);
+    p = numbered_batch(f, 12, 3, 40);
+    assert_int_equal(log_append_exact(f->l, p, bb, 0, errmsg), 0);
+    assert_int_equal(log_segment_count(f->l), 2);
+    free(p);
+    free(three);
+    assert_int_equal(term_at(f, 12), 3);
+    fx_reopen(f, 0);
+    assert_int_equal(log_end_offset(f->l), 15);
+    assert_int_equal(term_at(f, 9), 2);
+    assert_int_equal(term_at(f, 12), 3);
+}
+
+static void test_reset(void **state)
+{
+    struct fx *f = *state;
+    char errmsg[KAPPA_ERRMSG_SIZE];
+    struct log_sync s;
+    uint8_t *p;
+
+    f->cfg.segment_bytes = 2 * f->batch_bytes;
+    fx_open(f, 0);
+    fx_append_n(f, 5, 0);
+    assert_int_equal(log_segment_count(f->l), 3);
+    assert_int_equal(log_reset(f->l, -1, errmsg), KAPPA_EINVAL);
+    /* A sync in flight across the reset completes without advancing. */
+    fx_append(f, 0, 0);
+    assert_int_equal(log_sync_prepare(f->l, &s), 0);
+    assert_int_equal(log_reset(f->l, 1000, errmsg), 0);
+    assert_int_equal(log_start_offset(f->l), 1000);
+    assert_int_equal(log_end_offset(f->l), 1000);
+    assert_int_equal(log_flushed_offset(f->l), 1000);
+    assert_int_equal(log_segment_count(f->l), 1);
+    assert_int_equal(log_size_bytes(f->l), 0);
+    assert_false(seg_exists(f, 0, ".log"));
+    p = numbered_batch(f, 1000, 4, 0);
+    assert_int_equal(log_append_exact(f->l, p, f->batch_bytes, 0, errmsg), 0);
+    free(p);
+    log_sync_execute(&s);
+    log_sync_complete(f->l, &s);
+    assert_int_equal(log_flushed_offset(f->l), 1000);
+    assert_int_equal(log_sync_now(f->l), 0);
+    assert_int_equal(log_flushed_offset(f->l), 1003);
+    /* Plain appends continue from there, and it survives a reopen. */
+    f->n_batches = 0;
+    f->base[0] = 1000;
+    f->first_ts[0] = 0;
+    f->n_batches = 1;
+    fx_append(f, 50, 0);
+    fx_reopen(f, 0);
+    assert_int_equal(log_start_offset(f->l), 1000);
+    assert_int_equal(log_end_offset(f->l), 1006);
+    assert_int_equal(term_at(f, 1000), 4);
+    assert_int_equal(term_at(f, 1003), TERM);
+    /* Reset to a lower offset works too (an empty log at 0). */
+    assert_int_equal(log_reset(f->l, 0, errmsg), 0);
+    fx_reopen(f, 0);
+    assert_int_equal(log_start_offset(f->l), 0);
+    assert_int_equal(log_end_offset(f->l), 0);
+}
+
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
 
 int main(void)
@@ -1118,6 +1260,8 @@ int main(void)
         T(test_read_limits),
         T(test_sync),
         T(test_bad_appends),
+        T(test_append_exact),
+        T(test_reset),
         T(test_open_oom),
         T(test_destroy),
     };
