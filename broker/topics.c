@@ -51,6 +51,7 @@
 #include "common/crc32c.h"
 #include "common/err.h"
 #include "common/log.h"
+#include "common/topic_name.h"
 
 #define COMPONENT      "topics"
 #define META_FILE      "topic.meta"
@@ -124,21 +125,7 @@ static void empty_dir(const char *dir)
 
 int topics_name_is_valid(const char *name, size_t len)
 {
-    if (len == 0 || len > TOPIC_NAME_BYTES_MAX) {
-        return 0;
-    }
-    if ((len == 1 && name[0] == '.') ||
-        (len == 2 && name[0] == '.' && name[1] == '.')) {
-        return 0;
-    }
-    for (size_t i = 0; i < len; i++) {
-        char c = name[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-              (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-')) {
-            return 0;
-        }
-    }
-    return 1;
+    return kappa_topic_name_is_valid(name, len);
 }
 
 static uint32_t hash_name(const char *name, size_t len)

@@ -12,8 +12,9 @@
 
 #include "broker/config.h"
 #include "broker/partition.h"
+#include "common/topic_name.h"
 
-#define TOPIC_NAME_BYTES_MAX 249
+#define TOPIC_NAME_BYTES_MAX KAPPA_TOPIC_NAME_BYTES_MAX
 #define TOPIC_PARTITIONS_MAX 10000
 #define TOPICS_MAX           10000
 

@@ -56,6 +56,7 @@
 #include "common/assert.h"
 #include "common/err.h"
 #include "common/mp.h"
+#include "common/topic_name.h"
 
 #define FORMAT_VERSION 1
 
@@ -186,21 +187,7 @@ static struct meta_broker *broker_find(struct meta_state *st, uint32_t id)
 
 int meta_topic_name_is_valid(const char *name, size_t len)
 {
-    if (len == 0 || len > META_TOPIC_NAME_BYTES_MAX) {
-        return 0;
-    }
-    if ((len == 1 && name[0] == '.') ||
-        (len == 2 && name[0] == '.' && name[1] == '.')) {
-        return 0;
-    }
-    for (size_t i = 0; i < len; i++) {
-        char c = name[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-              (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-')) {
-            return 0;
-        }
-    }
-    return 1;
+    return kappa_topic_name_is_valid(name, len);
 }
 
 static int config_key_is_valid(const struct sv *k)

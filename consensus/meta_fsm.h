@@ -9,13 +9,14 @@
 #include <stdint.h>
 
 #include "common/buf.h"
+#include "common/topic_name.h"
 
 /* Limits; every one is checked before anything is allocated. */
 #define META_BROKERS_MAX            256
 #define META_BROKER_ID_MAX          INT32_MAX
 #define META_ADDR_BYTES_MAX         255
 #define META_TOPICS_MAX             10000
-#define META_TOPIC_NAME_BYTES_MAX   249 /* as broker/topics.h */
+#define META_TOPIC_NAME_BYTES_MAX   KAPPA_TOPIC_NAME_BYTES_MAX
 #define META_TOPIC_PARTITIONS_MAX   10000
 #define META_PARTITIONS_MAX         200000 /* over all topics */
 #define META_REPLICAS_MAX           7
