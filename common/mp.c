@@ -95,55 +95,6 @@ static size_t left(const struct mp_reader *r)
     return (size_t)(r->end - r->p);
 }
 
-enum mp_type mp_peek(const struct mp_reader *r)
-{
-    uint8_t b;
-    if (r->err != 0 || r->p >= r->end) {
-        return MP_INVALID;
-    }
-    b = *r->p;
-    if (b <= 0x7f || b == 0xcc || b == 0xcd || b == 0xce || b == 0xcf) {
-        return MP_UINT;
-    }
-    if (b >= 0xe0 || (b >= 0xd0 && b <= 0xd3)) {
-        return MP_INT;
-    }
-    if ((b & 0xe0) == 0xa0 || (b >= 0xd9 && b <= 0xdb)) {
-        return MP_STR;
-    }
-    if ((b & 0xf0) == 0x90 || b == 0xdc || b == 0xdd) {
-        return MP_ARRAY;
-    }
-    if ((b & 0xf0) == 0x80 || b == 0xde || b == 0xdf) {
-        return MP_MAP;
-    }
-    switch (b) {
-    case 0xc0:
-        return MP_NIL;
-    case 0xc2:
-    case 0xc3:
-        return MP_BOOL;
-    case 0xc4:
-    case 0xc5:
-    case 0xc6:
-        return MP_BIN;
-    case 0xca:
-    case 0xcb:
-        return MP_FLOAT;
-    case 0xc7:
-    case 0xc8:
-    case 0xc9:
-    case 0xd4:
-    case 0xd5:
-    case 0xd6:
-    case 0xd7:
-    case 0xd8:
-        return MP_EXT;
-    default:
-        return MP_INVALID; /* 0xc1 is never used */
-    }
-}
-
 /* Reads a big-endian unsigned of `width` bytes after the tag byte. */
 static int read_be(struct mp_reader *r, unsigned width, uint64_t *v)
 {

@@ -59,7 +59,58 @@ struct mp_reader {
 };
 
 void mp_reader_init(struct mp_reader *r, const void *p, size_t n);
-enum mp_type mp_peek(const struct mp_reader *r);
+
+/* Inline: it is on every value read (11% of a stream replay when it was a
+ * call). */
+static inline enum mp_type mp_peek(const struct mp_reader *r)
+{
+    uint8_t b;
+    if (r->err != 0 || r->p >= r->end) {
+        return MP_INVALID;
+    }
+    b = *r->p;
+    if (b <= 0x7f || b == 0xcc || b == 0xcd || b == 0xce || b == 0xcf) {
+        return MP_UINT;
+    }
+    if (b >= 0xe0 || (b >= 0xd0 && b <= 0xd3)) {
+        return MP_INT;
+    }
+    if ((b & 0xe0) == 0xa0 || (b >= 0xd9 && b <= 0xdb)) {
+        return MP_STR;
+    }
+    if ((b & 0xf0) == 0x90 || b == 0xdc || b == 0xdd) {
+        return MP_ARRAY;
+    }
+    if ((b & 0xf0) == 0x80 || b == 0xde || b == 0xdf) {
+        return MP_MAP;
+    }
+    switch (b) {
+    case 0xc0:
+        return MP_NIL;
+    case 0xc2:
+    case 0xc3:
+        return MP_BOOL;
+    case 0xc4:
+    case 0xc5:
+    case 0xc6:
+        return MP_BIN;
+    case 0xca:
+    case 0xcb:
+        return MP_FLOAT;
+    case 0xc7:
+    case 0xc8:
+    case 0xc9:
+    case 0xd4:
+    case 0xd5:
+    case 0xd6:
+    case 0xd7:
+    case 0xd8:
+        return MP_EXT;
+    default:
+        return MP_INVALID; /* 0xc1 is never used */
+    }
+}
+
 int mp_read_nil(struct mp_reader *r);
 int mp_read_bool(struct mp_reader *r, int *v);
 int mp_read_int(struct mp_reader *r, int64_t *v);
