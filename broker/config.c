@@ -21,6 +21,8 @@ enum key_kind {
     KIND_DATA,
     KIND_LISTEN,
     KIND_LOG_LEVEL,
+    KIND_CLUSTER_LISTEN,
+    KIND_VOTERS,
 };
 
 struct key_def {
@@ -68,6 +70,16 @@ static const struct key_def key_defs[] = {
      "partitions of a topic created without a count"},
     {"housekeeping.interval.ms", KIND_I64, CFG_OFF(housekeeping_interval_ms),
      100, DAY_MS, "10000", "period of retention and segment age checks"},
+    {"cluster.listen", KIND_CLUSTER_LISTEN, 0, 0, 0, "(empty: single node)",
+     "IPV4:PORT for node-to-node traffic; enables cluster mode"},
+    {"cluster.id", KIND_I64, CFG_OFF(cluster_id), 1, INT32_MAX, "1",
+     "cluster id, checked in every node-to-node handshake"},
+    {"cluster.voters", KIND_VOTERS, 0, 0, 0, "(empty)",
+     "initial metadata voters, ID@IPV4:PORT,..."},
+    {"raft.election.timeout.ms", KIND_I64, CFG_OFF(raft_election_timeout_ms),
+     10, 600000, "3000", "Raft election timeout (randomised 1-2x)"},
+    {"raft.heartbeat.timeout.ms", KIND_I64, CFG_OFF(raft_heartbeat_timeout_ms),
+     1, 60000, "300", "Raft heartbeat period of leaders"},
 };
 
 #define N_KEYS (sizeof key_defs / sizeof key_defs[0])
@@ -90,6 +102,9 @@ void config_default(struct broker_config *cfg)
     cfg->connections_max = 10000;
     cfg->num_partitions = 1;
     cfg->housekeeping_interval_ms = 10000;
+    cfg->cluster_id = 1;
+    cfg->raft_election_timeout_ms = 3000;
+    cfg->raft_heartbeat_timeout_ms = 300;
 }
 
 static const struct key_def *find_key(const char *name)
@@ -159,6 +174,77 @@ static int parse_listen(struct broker_config *cfg, const char *s, char *errmsg)
     return 0;
 }
 
+/* "a.b.c.d:port" with a concrete IPv4 host (peers dial it) and a port. */
+static int parse_cluster_addr(const char *s, char *out, int allow_port0)
+{
+    const char *colon = strrchr(s, ':');
+    char host[INET_ADDRSTRLEN];
+    unsigned char addr[4];
+    int64_t port;
+    size_t n;
+
+    if (colon == NULL || parse_i64(colon + 1, &port) != 0 || port < 0 ||
+        port > 65535 || (port == 0 && !allow_port0)) {
+        return -1;
+    }
+    n = (size_t)(colon - s);
+    if (n == 0 || n >= sizeof host) {
+        return -1;
+    }
+    memcpy(host, s, n);
+    host[n] = '\0';
+    if (inet_pton(AF_INET, host, addr) != 1 ||
+        (addr[0] | addr[1] | addr[2] | addr[3]) == 0) {
+        return -1;
+    }
+    snprintf(out, CONFIG_ADDR_BYTES_MAX, "%s:%u", host,
+             (unsigned)(uint16_t)port);
+    return 0;
+}
+
+/* "ID@IPV4:PORT,ID@IPV4:PORT,..." with distinct ids. */
+static int parse_voters(struct broker_config *cfg, const char *s,
+                        char *errmsg)
+{
+    char item[64];
+    uint32_t n = 0;
+    while (*s != '\0') {
+        const char *comma = strchr(s, ',');
+        size_t len = comma != NULL ? (size_t)(comma - s) : strlen(s);
+        char *at;
+        int64_t id;
+        if (len == 0 || len >= sizeof item || n == CONFIG_VOTERS_MAX) {
+            goto bad;
+        }
+        memcpy(item, s, len);
+        item[len] = '\0';
+        at = strchr(item, '@');
+        if (at == NULL) {
+            goto bad;
+        }
+        *at = '\0';
+        if (parse_i64(item, &id) != 0 || id < 1 || id > INT32_MAX ||
+            parse_cluster_addr(at + 1, cfg->voters[n].addr, 0) != 0) {
+            goto bad;
+        }
+        for (uint32_t i = 0; i < n; i++) {
+            if (cfg->voters[i].id == (uint32_t)id) {
+                goto bad;
+            }
+        }
+        cfg->voters[n++].id = (uint32_t)id;
+        s += len + (comma != NULL ? 1 : 0);
+    }
+    cfg->n_voters = n;
+    return 0;
+bad:
+    kappa_errmsg_printf(errmsg,
+                        "cluster.voters: expected up to %d distinct "
+                        "ID@IPV4:PORT items, got '%.64s'",
+                        CONFIG_VOTERS_MAX, s);
+    return KAPPA_ECONFIG;
+}
+
 static int set_number(struct broker_config *cfg, const struct key_def *k,
                       const char *value, char *errmsg)
 {
@@ -210,6 +296,21 @@ int config_set(struct broker_config *cfg, const char *key, const char *value,
         return 0;
     case KIND_LISTEN:
         return parse_listen(cfg, value, errmsg);
+    case KIND_CLUSTER_LISTEN:
+        if (value[0] == '\0') {
+            cfg->cluster_listen[0] = '\0';
+            return 0;
+        }
+        if (parse_cluster_addr(value, cfg->cluster_listen, 1) != 0) {
+            kappa_errmsg_printf(errmsg,
+                                "cluster.listen: expected IPV4:PORT with a "
+                                "concrete address, got '%.64s'",
+                                value);
+            return KAPPA_ECONFIG;
+        }
+        return 0;
+    case KIND_VOTERS:
+        return parse_voters(cfg, value, errmsg);
     case KIND_LOG_LEVEL:
         level = kappa_log_level_parse(value);
         if (level < 0) {
@@ -390,6 +491,28 @@ int config_parse_args(struct broker_config *cfg, int argc, char **argv,
     return config_validate(cfg, errmsg);
 }
 
+static int validate_cluster(const struct broker_config *cfg, char *errmsg)
+{
+    if (cfg->cluster_listen[0] == '\0') {
+        return 0;
+    }
+    if (cfg->node_id < 1) {
+        kappa_errmsg_printf(errmsg, "node.id: cluster mode needs an id >= 1");
+        return KAPPA_ECONFIG;
+    }
+    if (cfg->n_voters == 0) {
+        kappa_errmsg_printf(errmsg, "cluster.voters: required in cluster "
+                                    "mode");
+        return KAPPA_ECONFIG;
+    }
+    if (cfg->raft_heartbeat_timeout_ms >= cfg->raft_election_timeout_ms) {
+        kappa_errmsg_printf(errmsg, "raft.heartbeat.timeout.ms must be below "
+                                    "raft.election.timeout.ms");
+        return KAPPA_ECONFIG;
+    }
+    return 0;
+}
+
 int config_validate(const struct broker_config *cfg, char *errmsg)
 {
     if (cfg->data_dir[0] == '\0') {
@@ -406,7 +529,7 @@ int config_validate(const struct broker_config *cfg, char *errmsg)
                             CONFIG_FRAME_OVERHEAD_BYTES);
         return KAPPA_ECONFIG;
     }
-    return 0;
+    return validate_cluster(cfg, errmsg);
 }
 
 void config_print_help(FILE *f)

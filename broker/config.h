@@ -17,6 +17,15 @@
  * maps): frame.max.bytes must be at least message.max.bytes plus this. */
 #define CONFIG_FRAME_OVERHEAD_BYTES (64u * 1024)
 
+/* Initial metadata voters (cluster.voters). */
+#define CONFIG_VOTERS_MAX    9
+#define CONFIG_ADDR_BYTES_MAX 32
+
+struct config_voter {
+    uint32_t id;
+    char addr[CONFIG_ADDR_BYTES_MAX]; /* cluster address "a.b.c.d:port" */
+};
+
 struct broker_config {
     int64_t node_id;
     char data_dir[CONFIG_PATH_BYTES_MAX];
@@ -30,6 +39,13 @@ struct broker_config {
     uint32_t connections_max;
     uint32_t num_partitions;
     int64_t housekeeping_interval_ms;
+    /* Cluster mode: on when cluster_listen is set. */
+    char cluster_listen[CONFIG_ADDR_BYTES_MAX]; /* "" = single node */
+    int64_t cluster_id;
+    uint32_t n_voters;
+    struct config_voter voters[CONFIG_VOTERS_MAX];
+    int64_t raft_election_timeout_ms;
+    int64_t raft_heartbeat_timeout_ms;
 };
 
 /* What main should do after config_parse_args. */

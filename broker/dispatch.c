@@ -12,6 +12,7 @@
 #include <inttypes.h>
 #include <string.h>
 
+#include "broker/cluster.h"
 #include "broker/server.h"
 #include "broker/topics.h"
 #include "broker/version.h"
@@ -297,6 +298,11 @@ void api_metadata(struct conn *c, uint32_t corr, struct mp_reader *args)
         return;
     }
     reply_begin(&r, c, corr);
+    if (s->cluster != NULL) {
+        cluster_put_metadata(s->cluster, &r.w, &names, n);
+        reply_end(&r);
+        return;
+    }
     m.w = &r.w;
     m.node_id = s->cfg->node_id;
     mp_put_map(&r.w, 3);
@@ -429,7 +435,9 @@ static int read_create_field(struct mp_reader *args, const char *key,
     }
     if (mp_key_is(key, key_len, "replication_factor")) {
         return args_nil(args) ? 0
-                              : args_int(args, "replication_factor", 1, 1,
+                              : args_int(args, "replication_factor", 1,
+                                         s->cluster != NULL ? META_REPLICAS_MAX
+                                                            : 1,
                                          &a->replication_factor, errmsg);
     }
     if (mp_key_is(key, key_len, "configs")) {
@@ -437,6 +445,109 @@ static int read_create_field(struct mp_reader *args, const char *key,
     }
     (void)mp_skip(args);
     return 0;
+}
+
+static void cluster_create_topic(struct conn *c, uint32_t corr,
+                                 const struct create_args *a);
+
+/* Cluster mode: a metadata command answered once it is committed (or
+ * failed). */
+struct meta_req {
+    struct req base;
+    struct server *server;
+};
+
+static void meta_req_abandon_cb(struct req *r)
+{
+    (void)r; /* the command goes on; meta_req_done frees */
+}
+
+static void meta_req_done(void *arg, int status, int64_t value)
+{
+    struct meta_req *d = arg;
+    struct server *s = d->server;
+    struct conn *c = d->base.conn;
+    struct reply r;
+
+    (void)value;
+    conn_req_done(&d->base);
+    if (c != NULL) {
+        if (status != 0) {
+            conn_reply_error(c, d->base.correlation_id, status, NULL);
+        } else {
+            reply_begin(&r, c, d->base.correlation_id);
+            mp_put_map(&r.w, 0);
+            reply_end(&r);
+        }
+    }
+    kappa_free(d);
+    s->n_reqs--;
+    server_poke(s);
+}
+
+/* Submits an encoded metadata command on behalf of a request. */
+static void meta_submit(struct conn *c, uint32_t corr, struct buf *cmd)
+{
+    char errmsg[KAPPA_ERRMSG_SIZE] = "";
+    struct server *s = server_of(c);
+    struct meta_req *d = kappa_calloc(1, sizeof *d);
+    int rv;
+
+    if (d == NULL) {
+        conn_reply_error(c, corr, KAPPA_ENOMEM, NULL);
+        return;
+    }
+    d->server = s;
+    rv = cluster_meta_submit(s->cluster, cmd->data, cmd->len, meta_req_done, d,
+                             errmsg);
+    if (rv != 0) {
+        kappa_free(d);
+        conn_reply_error(c, corr, rv, errmsg[0] != '\0' ? errmsg : NULL);
+        return;
+    }
+    conn_req_add(c, &d->base, corr, meta_req_abandon_cb);
+    s->n_reqs++;
+}
+
+/* The topic's overrides as meta_fsm config strings. */
+static uint32_t override_kvs(const struct create_args *a, char values[][32],
+                             struct meta_config_kv *kv)
+{
+    const struct log_config *l = &a->cfg.log;
+    uint32_t n = 0;
+    for (size_t j = 0; j < N_TOPIC_CONFIG_KEYS; j++) {
+        unsigned bit = topic_config_keys[j].bit;
+        if (!(a->overrides & bit)) {
+            continue;
+        }
+        snprintf(values[n], 32, "%" PRId64,
+                 bit == TOPIC_OVERRIDE_SEGMENT_BYTES ? (int64_t)l->segment_bytes
+                 : bit == TOPIC_OVERRIDE_SEGMENT_MS  ? l->segment_ms
+                 : bit == TOPIC_OVERRIDE_RETENTION_BYTES ? l->retention_bytes
+                                                         : l->retention_ms);
+        kv[n].key = topic_config_keys[j].key;
+        kv[n].value = values[n];
+        n++;
+    }
+    return n;
+}
+
+static void cluster_create_topic(struct conn *c, uint32_t corr,
+                                 const struct create_args *a)
+{
+    char values[N_TOPIC_CONFIG_KEYS][32];
+    struct meta_config_kv kv[N_TOPIC_CONFIG_KEYS];
+    uint32_t n_kv = override_kvs(a, values, kv);
+    struct buf cmd = {0};
+
+    if (meta_cmd_create_topic(&cmd, a->name, (uint32_t)a->partitions,
+                              (uint32_t)a->replication_factor, kv, n_kv,
+                              0) != 0) {
+        conn_reply_error(c, corr, KAPPA_ENOMEM, NULL);
+    } else {
+        meta_submit(c, corr, &cmd);
+    }
+    buf_free(&cmd);
 }
 
 void api_create_topic(struct conn *c, uint32_t corr, struct mp_reader *args)
@@ -467,6 +578,11 @@ void api_create_topic(struct conn *c, uint32_t corr, struct mp_reader *args)
     }
     if (rv == 0 && !a->has_name) {
         rv = expected("name", "a string", errmsg);
+    }
+    if (rv == 0 && s->cluster != NULL) {
+        cluster_create_topic(c, corr, a);
+        kappa_free(a);
+        return;
     }
     if (rv == 0) {
         rv = topics_create(&s->topics, a->name, (uint32_t)a->partitions,
@@ -551,6 +667,16 @@ void api_delete_topic(struct conn *c, uint32_t corr, struct mp_reader *args)
     struct reply r;
     int rv = read_name_arg(args, name, sizeof name, errmsg);
 
+    if (rv == 0 && s->cluster != NULL) {
+        struct buf cmd = {0};
+        if (meta_cmd_delete_topic(&cmd, name) != 0) {
+            conn_reply_error(c, corr, KAPPA_ENOMEM, NULL);
+        } else {
+            meta_submit(c, corr, &cmd);
+        }
+        buf_free(&cmd);
+        return;
+    }
     if (rv == 0) {
         topic = topics_find(&s->topics, name, strlen(name));
         if (topic == NULL) {
@@ -675,6 +801,17 @@ void api_list_topics(struct conn *c, uint32_t corr, struct mp_reader *args)
     uint32_t n;
     int rv = read_name_list(args, "names", &names, &n, errmsg);
 
+    if (rv == 0 && s->cluster != NULL) {
+        reply_begin(&r, c, corr);
+        mp_put_map(&r.w, 1);
+        mp_put_str(&r.w, "topics");
+        rv = cluster_put_topics(s->cluster, &r.w, &names, n, errmsg);
+        if (rv == 0) {
+            reply_end(&r);
+            return;
+        }
+        reply_abort(&r);
+    }
     if (rv == 0 && n != UINT32_MAX) {
         rv = check_names_exist(s, names, n, errmsg);
     }
@@ -741,8 +878,8 @@ static int lookup_offset(struct server *s, const struct offsets_part *op,
                          int64_t *offset)
 {
     int err = 0;
-    struct partition *p = topics_partition(&s->topics, op->topic, op->topic_len,
-                                           op->partition, &err);
+    struct partition *p = server_partition(s, op->topic, op->topic_len,
+                                           op->partition, &err, NULL);
     int64_t hwm;
     if (p == NULL) {
         return err;

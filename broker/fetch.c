@@ -268,8 +268,8 @@ static int put_part(struct mp_writer *w, struct fetch_req *req,
     int64_t hwm = -1, start = -1;
     int err = 0;
 
-    p = topics_partition(&s->topics, fp->topic, fp->topic_len, fp->partition,
-                         &err);
+    p = server_partition(s, fp->topic, fp->topic_len, fp->partition, &err,
+                         NULL);
     if (p != NULL) {
         hwm = partition_high_watermark(p);
         start = log_start_offset(p->log);
@@ -425,8 +425,8 @@ static void park(struct fetch_req *req)
     list_push_back(pos->next, &req->park_link);
     for (uint32_t i = 0; i < req->n_parts; i++) {
         struct fetch_part *fp = &req->parts[i];
-        struct partition *p = topics_partition(
-            &s->topics, fp->topic, fp->topic_len, fp->partition, &err);
+        struct partition *p = server_partition(s, fp->topic, fp->topic_len,
+                                               fp->partition, &err, NULL);
         if (p != NULL) {
             partition_watch(p, &fp->watch, watch_cb);
         }

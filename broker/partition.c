@@ -17,9 +17,11 @@
  * starts, and the owner waits for synced_cb before closing the log. */
 #include "partition.h"
 
+#include <string.h>
 #include <time.h>
 
 #include "common/assert.h"
+#include "consensus/group.h"
 #include "common/err.h"
 #include "common/log.h"
 
@@ -48,6 +50,7 @@ int partition_init(struct partition *p, uv_loop_t *loop, uint32_t id,
     p->synced_cb = synced_cb;
     p->data = data;
     p->sync_work.data = p;
+    p->group = NULL;
     /* The log stamps segments with wall-clock time so that age roll and
      * retention survive restarts; uv_now is monotonic and per process. */
     return log_open(dir, cfg, wall_now_ms(), &p->log, errmsg);
@@ -79,6 +82,36 @@ static void wake_watches(struct partition *p)
         list_push_back(&p->watches, &w->link);
         w->cb(w);
     }
+}
+
+void partition_init_group(struct partition *p, uv_loop_t *loop, uint32_t id,
+                          struct group *g, void *data)
+{
+    memset(p, 0, sizeof *p);
+    p->loop = loop;
+    p->id = id;
+    p->log = group_log(g);
+    list_init(&p->waiters);
+    list_init(&p->watches);
+    list_init(&p->dirty_link);
+    p->data = data;
+    p->group = g;
+}
+
+void partition_notify(struct partition *p)
+{
+    wake_watches(p);
+}
+
+void partition_detach(struct partition *p)
+{
+    p->is_removing = 1;
+    wake_watches(p);
+    while (!list_is_empty(&p->watches)) {
+        list_remove(p->watches.next);
+    }
+    p->log = NULL;
+    p->group = NULL;
 }
 
 void partition_close(struct partition *p, int status)
@@ -205,6 +238,9 @@ void partition_sync_dirty(struct list *dirty_list)
 
 int64_t partition_high_watermark(const struct partition *p)
 {
+    if (p->group != NULL) {
+        return group_commit_offset(p->group);
+    }
     return log_flushed_offset(p->log);
 }
 

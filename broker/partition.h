@@ -59,12 +59,29 @@ struct partition {
     struct list *dirty_list;
     partition_synced_cb synced_cb;
     void *data; /* owner's pointer (the topic) */
+    /* Cluster mode: the Raft group whose store is log and whose commit
+     * offset is the high watermark; NULL on a single node. */
+    struct group *group;
 };
 
 /* Opens the log in dir. Returns 0 or a KAPPA_E* code with errmsg. */
 int partition_init(struct partition *p, uv_loop_t *loop, uint32_t id,
                    const char *dir, const struct log_config *cfg,
                    partition_synced_cb synced_cb, void *data, char *errmsg);
+
+/* Cluster mode: a partition view of a replica's Raft group (its store,
+ * borrowed; its commit offset as high watermark). No group commit of its
+ * own: produce goes through group_propose_batch. */
+void partition_init_group(struct partition *p, uv_loop_t *loop, uint32_t id,
+                          struct group *g, void *data);
+
+/* Cluster mode: wakes every parked fetch (the high watermark or the
+ * leadership changed). */
+void partition_notify(struct partition *p);
+
+/* Cluster mode, before the group closes: wakes the parked fetches and
+ * unlinks them, so nothing points here afterwards. */
+void partition_detach(struct partition *p);
 
 /* Fails remaining waiters with `status`, wakes watches, fsyncs and closes
  * the log. Precondition: no sync in flight. */

@@ -26,6 +26,7 @@
 #include "common/batch.h"
 #include "common/err.h"
 #include "common/log.h"
+#include "consensus/group.h"
 
 #define COMPONENT "produce"
 
@@ -244,6 +245,81 @@ static void abandon_cb(struct req *r)
     (void)r; /* parts still wait for their fdatasync; finish frees */
 }
 
+/* Cluster mode: one raft_apply per batch of a part. */
+struct produce_prop {
+    struct group_propose gp;
+    struct produce_part *part;
+    uint32_t index; /* of the batch within its part */
+};
+
+static void prop_result(struct produce_part *part, uint32_t index, int status,
+                        int64_t value)
+{
+    if (status != 0) {
+        if (part->error == 0) {
+            part_fail(part, status,
+                      status == KAPPA_ENOT_LEADER
+                          ? "leadership lost before commit; outcome unknown"
+                          : NULL);
+        }
+    } else if (index == 0 && part->error == 0) {
+        part->base_offset = value;
+    }
+}
+
+static void prop_done(struct group_propose *gp, int status, int64_t value)
+{
+    struct produce_prop *pp = gp->data;
+    struct produce_part *part = pp->part;
+    struct produce_req *req = part->req;
+    prop_result(part, pp->index, status, value);
+    kappa_free(pp);
+    if (--req->n_waiting == 0) {
+        finish(req);
+    }
+}
+
+/* Proposes every batch of a validated part to the partition's Raft group;
+ * the part is answered when all of them committed (acks=1 and acks=all
+ * alike in cluster mode: docs/guarantees.md). */
+static void produce_part_cluster(struct produce_req *req,
+                                 struct produce_part *part,
+                                 const struct part_args *pa,
+                                 struct partition *p)
+{
+    size_t pos = 0;
+    uint32_t index = 0;
+    while (pos < pa->records_len && part->error == 0) {
+        struct batch_header h;
+        struct produce_prop *pp;
+        int64_t dup = -1;
+        int rv;
+        if (batch_header_decode(pa->records + pos, pa->records_len - pos,
+                                &h) != 0) {
+            part_fail(part, KAPPA_ECORRUPT, NULL); /* validated before */
+            return;
+        }
+        pp = kappa_malloc(sizeof *pp);
+        if (pp == NULL) {
+            part_fail(part, KAPPA_ENOMEM, NULL);
+            return;
+        }
+        pp->part = part;
+        pp->index = index;
+        pp->gp.data = pp;
+        rv = group_propose_batch(p->group, &pp->gp, pa->records + pos,
+                                 h.batch_bytes, &dup, prop_done);
+        if (rv == 0) {
+            req->n_waiting++;
+        } else {
+            kappa_free(pp);
+            prop_result(part, index, rv == KAPPA_EDUPLICATE ? 0 : rv, dup);
+        }
+        pos += h.batch_bytes;
+        index++;
+    }
+}
+
 /* Validates and appends one part; for acks=-1 parks it until durable. */
 static void produce_part(struct produce_req *req, struct produce_part *part,
                          struct part_args *pa)
@@ -257,10 +333,10 @@ static void produce_part(struct produce_req *req, struct produce_part *part,
     int err = 0;
     int rv;
 
-    p = topics_partition(&s->topics, pa->topic, pa->topic_len, pa->partition,
-                         &err);
+    p = server_partition(s, pa->topic, pa->topic_len, pa->partition, &err,
+                         errmsg);
     if (p == NULL) {
-        part_fail(part, err, NULL);
+        part_fail(part, err, errmsg);
         return;
     }
     if (pa->records_len == 0) {
@@ -274,6 +350,11 @@ static void produce_part(struct produce_req *req, struct produce_part *part,
         kappa_errmsg_printf(errmsg, "control batches are written by the "
                                     "broker, not producers");
         rv = KAPPA_EINVAL;
+    }
+    if (rv == 0 && p->group != NULL) {
+        part->base_offset = -1;
+        produce_part_cluster(req, part, pa, p);
+        return;
     }
     if (rv == 0) {
         rv = partition_append(p, pa->records, pa->records_len,

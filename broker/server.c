@@ -21,6 +21,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "broker/cluster.h"
 #include "broker/conn.h"
 #include "broker/dispatch.h"
 #include "common/assert.h"
@@ -157,7 +158,8 @@ void server_poke(struct server *s)
         return;
     }
     /* Logs cannot close under an fdatasync, whatever the timeout says. */
-    if (s->n_reqs > 0 || topics_is_syncing(&s->topics)) {
+    if (s->n_reqs > 0 || topics_is_syncing(&s->topics) ||
+        s->cluster != NULL) {
         return;
     }
     if (!s->is_drain_timed_out && replies_pending(s)) {
@@ -181,6 +183,24 @@ static void server_topics_idle_cb(struct topics *t)
     server_poke(t->data);
 }
 
+static void cluster_closed_cb(void *arg)
+{
+    struct server *s = arg;
+    s->cluster = NULL;
+    s->is_cluster_closing = 0;
+    server_poke(s);
+}
+
+struct partition *server_partition(struct server *s, const char *name,
+                                   size_t len, int64_t partition, int *err,
+                                   char *msg)
+{
+    if (s->cluster != NULL) {
+        return cluster_partition(s->cluster, name, len, partition, err, msg);
+    }
+    return topics_partition(&s->topics, name, len, partition, err);
+}
+
 void server_shutdown(struct server *s)
 {
     struct list *pos;
@@ -199,6 +219,11 @@ void server_shutdown(struct server *s)
     }
     fetch_answer_all(s);
     (void)uv_timer_start(&s->drain_timer, drain_timer_cb, DRAIN_TIMEOUT_MS, 0);
+    if (s->cluster != NULL) {
+        /* Pending proposals complete (ENOT_LEADER) as the groups close. */
+        s->is_cluster_closing = 1;
+        cluster_close(s->cluster, cluster_closed_cb, s);
+    }
     server_poke(s);
 }
 
@@ -356,9 +381,21 @@ int server_start(struct server *s, uv_loop_t *loop,
         (rv = start_watchers(s, errmsg)) != 0) {
         goto err_after_topics;
     }
+    if (cfg->cluster_listen[0] != '\0') {
+        rv = cluster_start(&s->cluster, s, loop, cfg, s->bound_host,
+                           s->bound_port, errmsg);
+        if (rv != 0) {
+            goto err_after_cluster;
+        }
+    }
     s->state = SERVER_RUNNING;
     return 0;
 
+err_after_cluster:
+    if (s->cluster != NULL) {
+        s->is_cluster_closing = 1;
+        cluster_close(s->cluster, cluster_closed_cb, s);
+    }
 err_after_topics:
     /* Handles that were initialised close in the caller's next uv_run. */
     s->state = SERVER_CLOSING;

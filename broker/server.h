@@ -44,6 +44,8 @@ struct server {
     int is_drain_timed_out;
     char bound_host[64];
     int bound_port;
+    struct cluster *cluster; /* cluster mode; NULL on a single node */
+    int is_cluster_closing;  /* cluster_close called, callback pending */
     uint64_t log_suppressed; /* protocol error lines rate-limited away */
     uint64_t last_protocol_log_ms;
 };
@@ -64,6 +66,17 @@ void server_poke(struct server *s);
 /* Makes the next loop iteration run the backlog pass without blocking in
  * poll (some connection has whole frames buffered). */
 void server_backlog_wake(struct server *s);
+
+struct partition;
+
+/* Resolves (topic, partition) for a request part: the local registry on a
+ * single node, the replica this node leads in cluster mode. Returns NULL
+ * with *err (KAPPA_EUNKNOWN_TOPIC, KAPPA_EBAD_PARTITION, KAPPA_ENOT_LEADER)
+ * and, when msg is not NULL, a message (KAPPA_ERRMSG_SIZE) naming the
+ * leader. */
+struct partition *server_partition(struct server *s, const char *name,
+                                   size_t len, int64_t partition, int *err,
+                                   char *msg);
 
 /* Milliseconds since the loop started (monotonic, for deadlines). */
 static inline uint64_t server_now_ms(const struct server *s)

@@ -715,9 +715,9 @@ static int lo_done(struct kappa_client *c, void *arg)
 }
 
 /* Sends one ListOffsets with n (1 or 2) timestamps for p and waits. */
-static int list_offsets(struct kappa_client *c, struct kpart *p,
-                        const int64_t *ts, uint32_t n, struct lo_wait *w,
-                        int timeout_ms)
+static int list_offsets_once(struct kappa_client *c, struct kpart *p,
+                             const int64_t *ts, uint32_t n, struct lo_wait *w,
+                             int timeout_ms)
 {
     struct kconn *conn = metadata_leader_conn(c, p);
     struct kreq *req;
@@ -760,6 +760,29 @@ static int list_offsets(struct kappa_client *c, struct kpart *p,
         }
     }
     return 0;
+}
+
+/* Retries while the leader is unknown, moved or unreachable (cluster
+ * failover), refreshing metadata with retry.backoff.ms between tries,
+ * until timeout_ms. */
+static int list_offsets(struct kappa_client *c, struct kpart *p,
+                        const int64_t *ts, uint32_t n, struct lo_wait *w,
+                        int timeout_ms)
+{
+    uint64_t deadline = client_now_ms() + (uint64_t)(timeout_ms >= 0
+                                                         ? timeout_ms
+                                                         : c->conf
+                                                               .request_timeout_ms);
+    for (;;) {
+        uint64_t now = client_now_ms();
+        int rv = list_offsets_once(c, p, ts, n, w, (int)(deadline - now));
+        if ((rv != KAPPA_ENOT_LEADER && rv != KAPPA_ETRANSPORT) ||
+            now + (uint64_t)c->conf.retry_backoff_ms >= deadline) {
+            return rv;
+        }
+        metadata_refresh_soon(c);
+        (void)client_wait(c, NULL, NULL, c->conf.retry_backoff_ms);
+    }
 }
 
 int consumer_list_offset(struct kappa_client *c, struct kpart *p,

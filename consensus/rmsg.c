@@ -523,3 +523,53 @@ void rmsg_release(struct raft_message *m)
         break;
     }
 }
+
+int rmsg_encode_app(struct buf *out, uint64_t server_id, const char *address,
+                    const void *payload, size_t len)
+{
+    struct mp_writer w;
+    size_t start = out->len;
+
+    if (server_id == 0 || !address_ok(address) || len > RMSG_APP_BYTES_MAX ||
+        (payload == NULL && len > 0)) {
+        return KAPPA_EINVAL;
+    }
+    mp_writer_init(&w, out);
+    mp_put_array(&w, 5);
+    mp_put_uint(&w, RMSG_GROUP_APP);
+    mp_put_uint(&w, server_id);
+    mp_put_str(&w, address);
+    mp_put_uint(&w, RMSG_TYPE_APP);
+    mp_put_bin(&w, payload, len);
+    if (w.err != 0) {
+        out->len = start;
+        return KAPPA_ENOMEM;
+    }
+    return 0;
+}
+
+int rmsg_decode_app(const uint8_t *body, size_t n, uint64_t *server_id,
+                    const uint8_t **payload, size_t *len)
+{
+    struct mp_reader r;
+    uint32_t n_fields, addr_len, bin_len;
+    uint64_t group_id, type;
+    const char *addr;
+
+    mp_reader_init(&r, body, n);
+    if (mp_read_array(&r, &n_fields) != 0 || n_fields != 5 ||
+        mp_peek(&r) != MP_UINT || mp_read_uint(&r, &group_id) != 0 ||
+        group_id != RMSG_GROUP_APP) {
+        return 0; /* not ours: rmsg_decode judges it */
+    }
+    if (mp_read_uint(&r, server_id) != 0 || *server_id == 0 ||
+        mp_read_str(&r, &addr, &addr_len) != 0 ||
+        addr_len > RMSG_ADDRESS_BYTES_MAX || mp_read_uint(&r, &type) != 0 ||
+        type != RMSG_TYPE_APP || mp_peek(&r) != MP_BIN ||
+        mp_read_bin(&r, payload, &bin_len) != 0 ||
+        bin_len > RMSG_APP_BYTES_MAX || r.p != r.end) {
+        return KAPPA_EPROTO;
+    }
+    *len = bin_len;
+    return 1;
+}

@@ -70,6 +70,31 @@ int rmsg_decode(const uint8_t *body, size_t n, const struct rmsg_limits *lim,
  * any message type; not for messages built by raft itself. */
 void rmsg_release(struct raft_message *m);
 
+/* Node-level application messages (not Raft) share the frames and the
+ * connections: group id RMSG_GROUP_APP (0, never a Raft group) and type
+ * RMSG_TYPE_APP, carrying one opaque payload for the application on top
+ * (the broker's "propose this metadata command" and its answer):
+ *
+ *   array(5) [ group_id 0, server_id uint64 > 0, server_address str,
+ *              type 64, payload bin (<= RMSG_APP_BYTES_MAX) ]
+ */
+#define RMSG_GROUP_APP     0
+#define RMSG_TYPE_APP      64
+#define RMSG_APP_BYTES_MAX (1u << 20)
+
+/* Appends an application message body to out. Returns 0, KAPPA_EINVAL
+ * (server_id 0, bad address, payload over RMSG_APP_BYTES_MAX) or
+ * KAPPA_ENOMEM; on error out->len is restored. */
+int rmsg_encode_app(struct buf *out, uint64_t server_id, const char *address,
+                    const void *payload, size_t len);
+
+/* Classifies a body: returns 1 when it is an application message (then
+ * *server_id, *payload and *len are set; the payload is borrowed from
+ * body), 0 when it is not one (decode it with rmsg_decode), or
+ * KAPPA_EPROTO when it claims to be one but is malformed. Never asserts. */
+int rmsg_decode_app(const uint8_t *body, size_t n, uint64_t *server_id,
+                    const uint8_t **payload, size_t *len);
+
 /* The message type's name for logs ("append_entries", ...), "unknown" for
  * anything else. */
 const char *rmsg_type_name(unsigned type);

@@ -665,8 +665,28 @@ static void on_message(struct transport_conn *c, const uint8_t *p, size_t n)
     struct transport *t = c->t;
     struct raft_message m;
     uint64_t group_id;
+    const uint8_t *payload;
+    size_t payload_len;
     int rv;
 
+    rv = rmsg_decode_app(p, n, &group_id, &payload, &payload_len);
+    if (rv == 1) {
+        /* group_id holds the sender's id here. */
+        if (group_id != c->peer_id) {
+            proto_error(c, KAPPA_EPROTO, "sender id differs from handshake",
+                        p, n);
+            return;
+        }
+        t->stats.frames_received++;
+        if (t->app_cb != NULL) {
+            t->app_cb(t, group_id, payload, payload_len, t->data);
+        }
+        return;
+    }
+    if (rv != 0) {
+        proto_error(c, rv, "decode message", p, n);
+        return;
+    }
     rv = rmsg_decode(p, n, &t->limits.rmsg, &group_id, &m, c->msg_address);
     if (rv == KAPPA_ENOMEM) {
         /* Raft tolerates a lost message; the connection stays. */
@@ -1095,6 +1115,24 @@ static int send_encode(struct transport *t, struct transport_send *req,
                : 0;
 }
 
+/* Queues an encoded frame on its peer and makes sure it gets written. */
+static void enqueue(struct transport *t, struct transport_peer *p,
+                    struct transport_send *req)
+{
+    if (p->queue_tail != NULL) {
+        p->queue_tail->next = req;
+    } else {
+        p->queue_head = req;
+    }
+    p->queue_tail = req;
+    p->queued_bytes += req->frame.len;
+    if (p->state == PEER_IDLE) {
+        peer_connect(t, p);
+    } else if (p->state == PEER_CONNECTED) {
+        (void)uv_prepare_start(&t->prepare, prepare_cb);
+    }
+}
+
 int transport_send(struct transport *t, struct transport_send *req,
                    uint64_t peer_id, uint64_t group_id,
                    const struct raft_message *m, transport_send_cb cb)
@@ -1141,18 +1179,63 @@ int transport_send(struct transport *t, struct transport_send *req,
         send_fail_later(t, req, rv);
         return 0;
     }
-    if (p->queue_tail != NULL) {
-        p->queue_tail->next = req;
-    } else {
-        p->queue_head = req;
+    enqueue(t, p, req);
+    return 0;
+}
+
+void transport_set_app_cb(struct transport *t, transport_app_cb cb)
+{
+    t->app_cb = cb;
+}
+
+int transport_send_app(struct transport *t, struct transport_send *req,
+                       uint64_t peer_id, const void *payload, size_t len,
+                       transport_send_cb cb)
+{
+    struct transport_peer *p;
+    size_t start;
+    int rv;
+
+    if (t == NULL || req == NULL || cb == NULL ||
+        (payload == NULL && len > 0) || len > RMSG_APP_BYTES_MAX) {
+        return KAPPA_EINVAL;
     }
-    p->queue_tail = req;
-    p->queued_bytes += req->frame.len;
-    if (p->state == PEER_IDLE) {
-        peer_connect(t, p);
-    } else if (p->state == PEER_CONNECTED) {
-        (void)uv_prepare_start(&t->prepare, prepare_cb);
+    if (t->is_closing) {
+        return KAPPA_ESHUTDOWN;
     }
+    req->cb = cb;
+    req->next = NULL;
+    req->status = 0;
+    buf_init(&req->frame);
+    p = peer_find(t, peer_id);
+    if (p == NULL || p->state == PEER_BACKOFF) {
+        send_fail_later(t, req, KAPPA_ETRANSPORT);
+        return 0;
+    }
+    if (p->queued_bytes + WIRE_FRAME_HEADER_BYTES + len + 64 +
+            sizeof t->address >
+        t->limits.queue_bytes_max) {
+        send_fail_later(t, req, KAPPA_EBUSY);
+        return 0;
+    }
+    start = wire_frame_begin(&req->frame);
+    rv = req->frame.len < start + WIRE_FRAME_HEADER_BYTES ? KAPPA_ENOMEM : 0;
+    if (rv == 0) {
+        rv = rmsg_encode_app(&req->frame, t->node_id, t->address, payload,
+                             len);
+    }
+    if (rv == 0) {
+        wire_frame_end(&req->frame, start);
+        if (req->frame.len - WIRE_FRAME_HEADER_BYTES >
+            t->limits.frame_bytes_max) {
+            rv = KAPPA_ETOOBIG;
+        }
+    }
+    if (rv != 0) {
+        send_fail_later(t, req, rv);
+        return 0;
+    }
+    enqueue(t, p, req);
     return 0;
 }
 

@@ -93,6 +93,14 @@ struct transport_send {
     int status;
 };
 
+/* An application message (rmsg.h, RMSG_TYPE_APP) arrived from node
+ * from_id. payload is borrowed: valid only during the callback. The
+ * callback may call transport_send_app and the other functions allowed in
+ * transport_recv_cb. */
+typedef void (*transport_app_cb)(struct transport *t, uint64_t from_id,
+                                 const uint8_t *payload, size_t len,
+                                 void *data);
+
 typedef void (*transport_close_cb)(struct transport *t);
 
 struct transport_stats {
@@ -117,6 +125,7 @@ struct transport {
     struct sockaddr_in listen_sa;
     struct transport_limits limits;
     transport_recv_cb recv_cb;
+    transport_app_cb app_cb; /* NULL: application messages are dropped */
     transport_close_cb close_cb;
     uv_tcp_t listener;
     uv_prepare_t prepare; /* flushes queues, completes failed sends */
@@ -190,6 +199,18 @@ void transport_remove_peer(struct transport *t, uint64_t node_id);
 int transport_send(struct transport *t, struct transport_send *req,
                    uint64_t peer_id, uint64_t group_id,
                    const struct raft_message *m, transport_send_cb cb);
+
+/* Sets the callback for application messages (NULL drops them). */
+void transport_set_app_cb(struct transport *t, transport_app_cb cb);
+
+/* Sends an application message (payload of len <= RMSG_APP_BYTES_MAX bytes,
+ * copied at once) to peer_id, in order with the Raft frames to that peer.
+ * Same contract and statuses as transport_send: returns 0 and then cb runs
+ * exactly once, never from inside this call; or returns KAPPA_ESHUTDOWN or
+ * KAPPA_EINVAL and cb never runs. */
+int transport_send_app(struct transport *t, struct transport_send *req,
+                       uint64_t peer_id, const void *payload, size_t len,
+                       transport_send_cb cb);
 
 /* Stops listening, completes every pending send with KAPPA_ECANCELED, closes
  * every connection and handle, and calls cb (may be NULL) once everything is

@@ -1,5 +1,9 @@
 #include "support.h"
 
+#include "common/buf.h"
+#include "common/mp.h"
+#include "common/wire.h"
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -295,6 +299,10 @@ void test_node_destroy(struct test_node *n)
     char logdir[TEST_PATH_SIZE];
     char *slash;
     test_node_kill(n);
+    if (getenv("KAPPA_TEST_KEEP") != NULL) {
+        fprintf(stderr, "kept %s and %s\n", n->dir, n->log);
+        return;
+    }
     test_rmtree(n->dir);
     snprintf(logdir, sizeof logdir, "%s", n->log);
     slash = strrchr(logdir, '/');
@@ -357,4 +365,282 @@ int test_connect_raw(const char *addr)
         return -1;
     }
     return fd;
+}
+
+/* ---- Clusters ------------------------------------------------------------ */
+
+int test_free_port(void)
+{
+    struct sockaddr_in sa;
+    socklen_t len = sizeof sa;
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    int port = -1;
+    if (fd < 0) {
+        return -1;
+    }
+    memset(&sa, 0, sizeof sa);
+    sa.sin_family = AF_INET;
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0 &&
+        getsockname(fd, (struct sockaddr *)&sa, &len) == 0) {
+        port = ntohs(sa.sin_port);
+    }
+    close(fd);
+    return port;
+}
+
+static int read_full(int fd, uint8_t *p, size_t n)
+{
+    while (n > 0) {
+        ssize_t k = read(fd, p, n);
+        if (k <= 0) {
+            return -1;
+        }
+        p += k;
+        n -= (size_t)k;
+    }
+    return 0;
+}
+
+/* Reads the partitions array of one topic into leaders. */
+static int read_leaders(struct mp_reader *r, int *leaders, int n_leaders)
+{
+    uint32_t n, m;
+    if (mp_read_array(r, &n) != 0) {
+        return -1;
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        int64_t id = -1, leader = -1;
+        if (mp_read_map(r, &m) != 0) {
+            return -1;
+        }
+        for (uint32_t j = 0; j < m; j++) {
+            const char *k;
+            uint32_t kl;
+            if (mp_read_str(r, &k, &kl) != 0) {
+                return -1;
+            }
+            if (mp_key_is(k, kl, "partition")) {
+                (void)mp_read_int(r, &id);
+            } else if (mp_key_is(k, kl, "leader")) {
+                (void)mp_read_int(r, &leader);
+            } else if (mp_skip(r) != 0) {
+                return -1;
+            }
+        }
+        if (id >= 0 && id < n_leaders) {
+            leaders[id] = (int)leader;
+        }
+    }
+    return 0;
+}
+
+static int read_topics(struct mp_reader *r, int *leaders, int n_leaders)
+{
+    uint32_t n, m;
+    if (mp_read_array(r, &n) != 0) {
+        return -1;
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        if (mp_read_map(r, &m) != 0) {
+            return -1;
+        }
+        for (uint32_t j = 0; j < m; j++) {
+            const char *k;
+            uint32_t kl;
+            if (mp_read_str(r, &k, &kl) != 0) {
+                return -1;
+            }
+            if (mp_key_is(k, kl, "partitions")) {
+                if (read_leaders(r, leaders, n_leaders) != 0) {
+                    return -1;
+                }
+            } else if (mp_skip(r) != 0) {
+                return -1;
+            }
+        }
+    }
+    return 0;
+}
+
+static int parse_metadata(struct mp_reader *r, int *n_brokers,
+                          int *controller, int *leaders, int n_leaders)
+{
+    uint32_t n, nb;
+    if (mp_read_map(r, &n) != 0) {
+        return -1;
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        const char *k;
+        uint32_t kl;
+        int64_t v;
+        if (mp_read_str(r, &k, &kl) != 0) {
+            return -1;
+        }
+        if (mp_key_is(k, kl, "brokers")) {
+            if (mp_read_array(r, &nb) != 0) {
+                return -1;
+            }
+            *n_brokers = (int)nb;
+            for (uint32_t j = 0; j < nb; j++) {
+                if (mp_skip(r) != 0) {
+                    return -1;
+                }
+            }
+        } else if (mp_key_is(k, kl, "controller")) {
+            if (mp_read_int(r, &v) != 0) {
+                return -1;
+            }
+            *controller = (int)v;
+        } else if (mp_key_is(k, kl, "topics")) {
+            if (read_topics(r, leaders, n_leaders) != 0) {
+                return -1;
+            }
+        } else if (mp_skip(r) != 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+int test_metadata(const char *addr, int *n_brokers, int *controller,
+                  const char *topic, int *leaders, int n_leaders)
+{
+    struct buf b = {0};
+    struct mp_writer w;
+    struct wire_response_header h;
+    struct mp_reader r;
+    uint8_t hdr[4];
+    uint8_t *body = NULL;
+    uint32_t len;
+    size_t start;
+    int fd = test_connect_raw(addr);
+    int rv = -1;
+
+    for (int i = 0; i < n_leaders; i++) {
+        leaders[i] = -1;
+    }
+    *n_brokers = 0;
+    *controller = -1;
+    if (fd < 0) {
+        return -1;
+    }
+    mp_writer_init(&w, &b);
+    start = wire_frame_begin(&b);
+    wire_request_begin(&w, WIRE_API_METADATA, 0, 7);
+    mp_put_map(&w, topic != NULL ? 1 : 0);
+    if (topic != NULL) {
+        mp_put_str(&w, "topics");
+        mp_put_array(&w, 1);
+        mp_put_str(&w, topic);
+    }
+    wire_frame_end(&b, start);
+    if (w.err == 0 && write(fd, b.data, b.len) == (ssize_t)b.len &&
+        read_full(fd, hdr, 4) == 0) {
+        len = (uint32_t)hdr[0] << 24 | (uint32_t)hdr[1] << 16 |
+              (uint32_t)hdr[2] << 8 | hdr[3];
+        body = len < (1u << 24) ? malloc(len) : NULL;
+        if (body != NULL && read_full(fd, body, len) == 0 &&
+            wire_response_decode(body, len, &h, &r) == 0 &&
+            h.error_code == 0) {
+            rv = parse_metadata(&r, n_brokers, controller, leaders,
+                                n_leaders);
+        }
+    }
+    free(body);
+    buf_free(&b);
+    close(fd);
+    return rv;
+}
+
+static void cluster_args(struct test_cluster *c, int i, const char **argv)
+{
+    int k = 0;
+    argv[k++] = "--node.id";
+    argv[k++] = c->ids[i];
+    argv[k++] = "--cluster.listen";
+    argv[k++] = c->cluster_listen[i];
+    argv[k++] = "--cluster.voters";
+    argv[k++] = c->voters;
+    argv[k++] = "--raft.election.timeout.ms";
+    argv[k++] = "1000";
+    argv[k++] = "--raft.heartbeat.timeout.ms";
+    argv[k++] = "100";
+    argv[k] = NULL;
+}
+
+struct ready_wait {
+    const char *addr;
+    int n_brokers;
+};
+
+static int node_cluster_ready(void *arg)
+{
+    struct ready_wait *w = arg;
+    int n, controller, leader;
+    return test_metadata(w->addr, &n, &controller, NULL, &leader, 0) == 0 &&
+           controller > 0 && n >= w->n_brokers;
+}
+
+int test_cluster_wait_ready(struct test_cluster *c, int i, int n_brokers)
+{
+    struct ready_wait w = {c->nodes[i].addr, n_brokers};
+    return test_wait_until(node_cluster_ready, &w, test_timeout_ms(300), 50)
+               ? 0
+               : -1;
+}
+
+int test_cluster_start(struct test_cluster *c, int n)
+{
+    const char *argv[16];
+    size_t used = 0;
+    memset(c, 0, sizeof *c);
+    if (n < 1 || n > TEST_CLUSTER_MAX) {
+        return -1;
+    }
+    c->n = n;
+    for (int i = 0; i < n; i++) {
+        c->cluster_port[i] = test_free_port();
+        if (c->cluster_port[i] <= 0) {
+            return -1;
+        }
+        snprintf(c->ids[i], sizeof c->ids[i], "%d", i + 1);
+        snprintf(c->cluster_listen[i], sizeof c->cluster_listen[i],
+                 "127.0.0.1:%d", c->cluster_port[i]);
+        used += (size_t)snprintf(c->voters + used, sizeof c->voters - used,
+                                 "%s%d@127.0.0.1:%d", i > 0 ? "," : "", i + 1,
+                                 c->cluster_port[i]);
+    }
+    for (int i = 0; i < n; i++) {
+        cluster_args(c, i, argv);
+        if (test_node_start(&c->nodes[i], argv) != 0) {
+            return -1;
+        }
+    }
+    used = 0;
+    for (int i = 0; i < n; i++) {
+        used += (size_t)snprintf(c->bootstrap + used,
+                                 sizeof c->bootstrap - used, "%s%s",
+                                 i > 0 ? "," : "", c->nodes[i].addr);
+        if (test_cluster_wait_ready(c, i, n) != 0) {
+            fprintf(stderr, "cluster node %d not ready\n", i + 1);
+            dump_log(&c->nodes[i]);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+int test_cluster_restart_node(struct test_cluster *c, int i)
+{
+    const char *argv[16];
+    cluster_args(c, i, argv);
+    return test_node_restart(&c->nodes[i], argv);
+}
+
+void test_cluster_destroy(struct test_cluster *c)
+{
+    for (int i = 0; i < c->n; i++) {
+        test_node_destroy(&c->nodes[i]);
+    }
 }

@@ -53,6 +53,43 @@ struct kappa_client *test_client_new(const char *addr,
  * failure. */
 int test_connect_raw(const char *addr);
 
+/* ---- Clusters ----------------------------------------------------------- */
+
+#define TEST_CLUSTER_MAX 5
+
+/* n kappad nodes in cluster mode on 127.0.0.1: node i+1 has its own client
+ * port (ephemeral, kept across restarts) and cluster port (picked free at
+ * start), every node is an initial metadata voter. */
+struct test_cluster {
+    int n;
+    struct test_node nodes[TEST_CLUSTER_MAX];
+    int cluster_port[TEST_CLUSTER_MAX];
+    char voters[256];
+    char ids[TEST_CLUSTER_MAX][16];
+    char cluster_listen[TEST_CLUSTER_MAX][32];
+    char bootstrap[TEST_CLUSTER_MAX * TEST_ADDR_SIZE]; /* client addrs */
+};
+
+/* A free TCP port on 127.0.0.1 (bind port 0, read it back, close), or -1. */
+int test_free_port(void);
+
+/* Starts n nodes (election timeout 1000 ms, heartbeat 100 ms) and waits
+ * until every node answers Metadata with a controller and all n brokers.
+ * Returns 0 or -1 (nodes started so far keep running; destroy them). */
+int test_cluster_start(struct test_cluster *c, int n);
+/* Starts node i (0-based) again on its directory and ports. */
+int test_cluster_restart_node(struct test_cluster *c, int i);
+/* Waits until node i answers Metadata with a controller and n_brokers. */
+int test_cluster_wait_ready(struct test_cluster *c, int i, int n_brokers);
+/* Kills every node and removes their directories. */
+void test_cluster_destroy(struct test_cluster *c);
+
+/* Raw Metadata request to addr: the number of brokers, the controller id and,
+ * when topic is not NULL, the leader of each of its first n_leaders
+ * partitions (-1 unknown). Returns 0 or -1 (no answer). */
+int test_metadata(const char *addr, int *n_brokers, int *controller,
+                  const char *topic, int *leaders, int n_leaders);
+
 /* Monotonic clock in ms. */
 int64_t test_now_ms(void);
 

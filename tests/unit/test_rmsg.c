@@ -746,6 +746,49 @@ static void test_decode_oom(void **state)
     }
 }
 
+/* Application messages: round trip, every truncation rejected, raft
+ * messages not claimed, and encode limits. */
+static void test_app_messages(void **state)
+{
+    struct buf b = {0};
+    const uint8_t *payload;
+    size_t len;
+    uint64_t from;
+    struct buf bodies[6];
+    struct raft_entry entries[3];
+    uint8_t raw[64];
+    (void)state;
+
+    assert_int_equal(rmsg_encode_app(&b, 7, "127.0.0.1:9", "hello", 5), 0);
+    assert_int_equal(rmsg_decode_app(b.data, b.len, &from, &payload, &len), 1);
+    assert_int_equal(from, 7);
+    assert_int_equal(len, 5);
+    assert_memory_equal(payload, "hello", 5);
+    for (size_t n = 0; n < b.len; n++) {
+        assert_true(rmsg_decode_app(b.data, n, &from, &payload, &len) != 1);
+    }
+    b.data[b.len - 1] ^= 0xff; /* payload bytes are opaque */
+    assert_int_equal(rmsg_decode_app(b.data, b.len, &from, &payload, &len), 1);
+    b.len = 0;
+    assert_int_equal(rmsg_encode_app(&b, 0, "a", "x", 1), KAPPA_EINVAL);
+    assert_int_equal(rmsg_encode_app(&b, 1, "a", NULL, 1), KAPPA_EINVAL);
+    assert_int_equal(
+        rmsg_encode_app(&b, 1, "a", "x", (size_t)RMSG_APP_BYTES_MAX + 1),
+        KAPPA_EINVAL);
+    assert_int_equal(b.len, 0);
+    assert_int_equal(rmsg_encode_app(&b, 1, "a", NULL, 0), 0);
+    assert_int_equal(rmsg_decode_app(b.data, b.len, &from, &payload, &len), 1);
+    assert_int_equal(len, 0);
+    buf_free(&b);
+    sample_bodies(bodies, entries, raw);
+    for (unsigned t = 0; t < 6; t++) {
+        assert_int_equal(rmsg_decode_app(bodies[t].data, bodies[t].len, &from,
+                                         &payload, &len),
+                         0);
+        buf_free(&bodies[t]);
+    }
+}
+
 static void test_type_names(void **state)
 {
     (void)state;
@@ -773,6 +816,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_rules, setup, teardown),
         cmocka_unit_test_setup_teardown(test_encode_invalid, setup, teardown),
         cmocka_unit_test_setup_teardown(test_decode_oom, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_app_messages, setup, teardown),
         cmocka_unit_test_setup_teardown(test_type_names, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
