@@ -3,7 +3,8 @@
 set -euo pipefail
 pkgs=(build-essential cmake pkg-config clang libclang-rt-14-dev
       libuv1-dev libraft-dev libmsgpack-dev libcmocka-dev liblz4-dev libzstd-dev
-      python3 libsqlite3-dev libjansson-dev libfuse3-dev fuse3)
+      python3 libsqlite3-dev libjansson-dev libfuse3-dev fuse3
+      libpq-dev postgresql)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

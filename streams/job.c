@@ -55,6 +55,7 @@ int kappa_job_new(const char *name, enum kappa_stream_format format,
     }
     snprintf(job->name, sizeof job->name, "%s", name);
     job->format = format;
+    job->instances = 1;
     job->start = KAPPA_START_COMMITTED;
     job->limit.max_open = JOB_MAX_OPEN_DEFAULT;
     job->watermark_ms = INT64_MIN;
@@ -69,7 +70,9 @@ void kappa_job_free(struct kappa_job *job)
     if (job == NULL) {
         return;
     }
-    sink_close(job->sink);
+    if (job->sink_ops != NULL) {
+        job->sink_ops->close(job->sink);
+    }
     for (size_t k = 0; k < job->n_aggs; k++) {
         struct job_agg *a = &job->aggs[k];
         wstore_free(&a->store);
@@ -92,6 +95,8 @@ void kappa_job_free(struct kappa_job *job)
     kappa_free(job->sources);
     kappa_free(job->time_field);
     kappa_free(job->db_path);
+    kappa_free(job->pg_conninfo);
+    job_ext_free(job);
     buf_free(&job->late_buf);
     buf_free(&job->scratch);
     kappa_free(job);
@@ -582,6 +587,9 @@ static int process_event(struct kappa_job *job, const struct kappa_event *ev,
     for (size_t k = 0; k < job->n_aggs && rv == 0; k++) {
         rv = aggregate_one(job, k, ev, doc, t);
     }
+    if (rv == 0 && job->n_procs > 0) {
+        rv = job_ext_process(job, ev, doc, t);
+    }
     job->cur_seq++;
     job->stats.events++;
     if (rv == 0 && t > src->max_event_ms) {
@@ -710,6 +718,7 @@ int job_feed_source(struct kappa_job *job, struct source *src,
     job->cur = src;
     job->cur_offset = r->offset;
     job->cur_seq = 0;
+    job->cur_emit = 0;
     job->stats.records++;
     job->records_since_checkpoint++;
     value_doc_init(&doc, job->format, r->value, r->value_len);
@@ -731,6 +740,10 @@ int kappa_job_feed(struct kappa_job *job, const struct kappa_record *r)
         r->offset < 0) {
         return KAPPA_EINVAL;
     }
+    if (!job_ext_owns(job, r->partition)) {
+        return job_error(job, KAPPA_EINVAL, "%s/%d belongs to another instance",
+                         r->topic, (int)r->partition);
+    }
     src = job_source(job, r->topic, r->partition);
     if (src == NULL) {
         return KAPPA_ETOOBIG;
@@ -744,7 +757,8 @@ int job_checkpoint_due(const struct kappa_job *job)
     for (size_t k = 0; k < job->n_aggs; k++) {
         pending += job->aggs[k].store.n_pending;
     }
-    return pending >= JOB_PENDING_MAX || job->late_buf.len >= JOB_LATE_BUF_MAX;
+    return pending >= JOB_PENDING_MAX ||
+           job->late_buf.len >= JOB_LATE_BUF_MAX || job_ext_due(job);
 }
 
 /* ---- Checkpoints ----------------------------------------------------- */
@@ -752,7 +766,8 @@ int job_checkpoint_due(const struct kappa_job *job)
 static int write_entry(struct kappa_job *job, int agg, const struct wentry *e)
 {
     const struct job_agg *a = &job->aggs[agg];
-    struct sqlite_sink *s = job->sink;
+    const struct sink_ops *ops = job->sink_ops;
+    struct sink *s = job->sink;
     struct sink_row row;
     int rv;
 
@@ -760,9 +775,9 @@ static int write_entry(struct kappa_job *job, int agg, const struct wentry *e)
         if (!e->is_persisted) {
             return 0;
         }
-        rv = sink_del_row(s, agg, e->key, e->key_len, e->start);
+        rv = ops->del_row(s, agg, e->key, e->key_len, e->start);
         return rv != 0 ? rv
-                       : sink_del_state(s, agg, e->key, e->key_len, e->start);
+                       : ops->del_state(s, agg, e->key, e->key_len, e->start);
     }
     row.key = e->key;
     row.key_len = e->key_len;
@@ -771,20 +786,20 @@ static int write_entry(struct kappa_job *job, int agg, const struct wentry *e)
     row.events = (int64_t)e->agg.count;
     row.is_final = e->state == WENTRY_CLOSED;
     agg_result(&e->agg, a->spec.kind, &row.is_int, &row.i, &row.d);
-    rv = sink_put_row(s, agg, &row);
+    rv = ops->put_row(s, agg, &row);
     if (rv != 0) {
         return rv;
     }
     if (e->state == WENTRY_CLOSED) {
         return e->is_persisted
-                   ? sink_del_state(s, agg, e->key, e->key_len, e->start)
+                   ? ops->del_state(s, agg, e->key, e->key_len, e->start)
                    : 0;
     }
     job->scratch.len = 0;
     if (state_encode(&e->agg, a->spec.kind, &job->scratch) != 0) {
         return KAPPA_ENOMEM;
     }
-    return sink_put_state(s, agg, e->key, e->key_len, e->start, e->end,
+    return ops->put_state(s, agg, e->key, e->key_len, e->start, e->end,
                           job->scratch.data, job->scratch.len);
 }
 
@@ -803,9 +818,10 @@ static int write_late(struct kappa_job *job)
         memcpy(&event_ms, p + 21, 8);
         memcpy(&key_len, p + 29, 2);
         KAPPA_ASSERT(src_index < job->n_sources);
-        rv = sink_put_late(job->sink, p[0], job->sources[src_index].topic,
-                           job->sources[src_index].partition, offset, seq,
-                           p + 31, key_len, event_ms);
+        rv = job->sink_ops->put_late(job->sink, p[0],
+                                     job->sources[src_index].topic,
+                                     job->sources[src_index].partition, offset,
+                                     seq, p + 31, key_len, event_ms);
         if (rv != 0) {
             return rv;
         }
@@ -832,7 +848,8 @@ static int write_checkpoint(struct kappa_job *job)
             }
         }
         if (rv == 0) {
-            rv = sink_put_agg(job->sink, (int)k, store->late, store->malformed);
+            rv = job->sink_ops->put_agg(job->sink, (int)k, store->late,
+                                        store->malformed);
         }
     }
     if (rv == 0) {
@@ -841,13 +858,17 @@ static int write_checkpoint(struct kappa_job *job)
     for (size_t k = 0; k < job->n_sources && rv == 0; k++) {
         const struct source *src = &job->sources[k];
         if (src->next_offset >= 0) {
-            rv = sink_put_offset(job->sink, src->topic, src->partition,
-                                 src->next_offset, src->max_event_ms);
+            rv =
+                job->sink_ops->put_offset(job->sink, src->topic, src->partition,
+                                          src->next_offset, src->max_event_ms);
         }
     }
     if (rv == 0) {
+        rv = job_ext_write(job);
+    }
+    if (rv == 0) {
         kappa_job_stats(job, &st);
-        rv = sink_put_job(job->sink, &st);
+        rv = job->sink_ops->put_job(job->sink, &st);
     }
     return rv;
 }
@@ -862,22 +883,24 @@ int kappa_job_checkpoint(struct kappa_job *job)
     if (job->failed != 0) {
         return job->failed;
     }
-    rv = sink_begin(job->sink);
+    rv = job->sink_ops->begin(job->sink);
     if (rv == 0) {
         rv = write_checkpoint(job);
     }
     if (rv == 0) {
-        rv = sink_commit(job->sink);
+        rv = job->sink_ops->commit(job->sink);
     } else {
-        sink_rollback(job->sink);
+        job->sink_ops->rollback(job->sink);
     }
     if (rv != 0) {
         job->failed = rv;
-        return job_error(job, rv, "checkpoint: %s", sink_errmsg(job->sink));
+        return job_error(job, rv, "checkpoint: %s",
+                         job->sink_ops->errmsg(job->sink));
     }
     for (size_t k = 0; k < job->n_aggs; k++) {
         wstore_commit_done(&job->aggs[k].store);
     }
+    job_ext_commit_done(job);
     job->late_buf.len = 0;
     job->records_since_checkpoint = 0;
     job->stats.checkpoints++;
@@ -920,7 +943,7 @@ static int load_state(const void *key, size_t key_len, int64_t start,
 static int load_committed(struct kappa_job *job)
 {
     int found = 0;
-    int rv = sink_load_job(job->sink, &job->stats, &found);
+    int rv = job->sink_ops->load_job(job->sink, &job->stats, &found);
 
     if (rv != 0 || !found) {
         job->stats.watermark_ms = INT64_MIN;
@@ -928,14 +951,18 @@ static int load_committed(struct kappa_job *job)
     }
     job->stats.checkpoints = 0;
     job->watermark_ms = job->stats.watermark_ms;
-    rv = sink_load_offsets(job->sink, load_offset, job);
+    rv = job->sink_ops->load_offsets(job->sink, load_offset, job);
     for (size_t k = 0; k < job->n_aggs && rv == 0; k++) {
         struct load_state_ctx ctx = {job, &job->aggs[k]};
-        rv = sink_load_states(job->sink, (int)k, load_state, &ctx);
+        rv = job->sink_ops->load_states(job->sink, (int)k, load_state, &ctx);
         if (rv == 0) {
-            rv = sink_load_agg(job->sink, (int)k, &job->aggs[k].store.late,
-                               &job->aggs[k].store.malformed);
+            rv = job->sink_ops->load_agg(job->sink, (int)k,
+                                         &job->aggs[k].store.late,
+                                         &job->aggs[k].store.malformed);
         }
+    }
+    if (rv == 0) {
+        rv = job_ext_load(job);
     }
     if (rv == 0) {
         watermark_update(job);
@@ -951,28 +978,38 @@ int kappa_job_open(struct kappa_job *job)
     if (job->is_open) {
         return 0;
     }
-    if (job->db_path == NULL || job->n_aggs == 0) {
+    if ((job->db_path == NULL && job->pg_conninfo == NULL) ||
+        (job->n_aggs == 0 && job->n_procs == 0)) {
         return job_error(job, KAPPA_EINVAL, "needs a sink and an aggregation");
     }
-    rv = sink_open(job->db_path, job->name, &job->sink, errmsg);
+    job_ext_key(job);
+    rv = sink_open_any(job->db_path, job->pg_conninfo, job->ckey,
+                       &job->sink_ops, &job->sink, errmsg);
     if (rv != 0) {
         return job_error(job, rv, "%s", errmsg);
     }
+    job_ext_layout(job);
     for (size_t k = 0; k < job->n_aggs && rv == 0; k++) {
         enum kappa_agg_kind kind = job->aggs[k].spec.kind;
-        rv = sink_add_table(job->sink, job->aggs[k].table,
-                            kind == KAPPA_AGG_COUNT ||
-                                kind == KAPPA_AGG_DISTINCT,
-                            job->late_tables);
+        rv = job->sink_ops->add_table(job->sink, job->aggs[k].table, kind,
+                                      job->late_tables);
     }
     if (rv == 0) {
-        rv = job->start == KAPPA_START_COMMITTED ? load_committed(job)
-                                                 : sink_reset(job->sink);
+        rv = job_ext_open(job);
+    }
+    if (rv == 0) {
+        rv = job->start == KAPPA_START_COMMITTED
+                 ? load_committed(job)
+                 : job->sink_ops->reset(job->sink);
     }
     if (rv != 0) {
-        job_error(job, rv, "open %s: %s", job->db_path,
-                  rv == KAPPA_EIO ? sink_errmsg(job->sink) : kappa_err_str(rv));
-        sink_close(job->sink);
+        job_error(job, rv, "open %s: %s",
+                  job->pg_conninfo != NULL ? "postgresql" : job->db_path,
+                  rv == KAPPA_EIO || rv == KAPPA_EINVAL
+                      ? job->sink_ops->errmsg(job->sink)
+                      : kappa_err_str(rv));
+        job->sink_ops->close(job->sink);
+        job->sink_ops = NULL;
         job->sink = NULL;
         return rv;
     }

@@ -8,7 +8,8 @@
 
 #include "common/buf.h"
 #include "common/err.h"
-#include "sink_sqlite.h"
+#include "keyed.h"
+#include "sink.h"
 #include "window.h"
 
 /* Late events buffered for the next checkpoint's late tables (bytes). */
@@ -64,8 +65,25 @@ struct job_agg {
     struct wstore store;
 };
 
+struct job_proc {
+    char *table;
+    char *key_field; /* NULL: the event key */
+    kappa_job_process_cb cb;
+    void *arg;
+    struct kmap map;
+};
+
+struct job_view {
+    char *name;
+    char *sql;
+};
+
 struct kappa_job {
     char name[KAPPA_JOB_NAME_MAX + 1];
+    char version[KAPPA_JOB_VERSION_MAX + 1]; /* "" for none */
+    int instance;
+    int instances;           /* 1 for a single instance */
+    char ckey[SINK_KEY_MAX]; /* checkpoint key, set by kappa_job_open */
     enum kappa_stream_format format;
     char errmsg[KAPPA_ERRMSG_SIZE];
     int failed; /* sticky: state no longer matches the offsets */
@@ -85,10 +103,16 @@ struct kappa_job {
     struct wlimit limit;
     kappa_job_late_cb late_cb;
     void *late_arg;
+    struct job_proc procs[KAPPA_JOB_PROCS_MAX]; /* job_ext.c */
+    size_t n_procs;
+    struct job_view views[KAPPA_JOB_VIEWS_MAX];
+    size_t n_views;
 
     char *db_path;
+    char *pg_conninfo; /* set: the PostgreSQL sink, whatever db_path says */
     int late_tables;
-    struct sqlite_sink *sink;
+    const struct sink_ops *sink_ops; /* with sink, while open */
+    struct sink *sink;
 
     struct source *sources; /* [n_sources], KAPPA_JOB_SOURCES_MAX at most */
     size_t n_sources;
@@ -102,10 +126,12 @@ struct kappa_job {
     /* Per input record. */
     struct source *cur;
     int64_t cur_offset;
-    int64_t cur_seq; /* events of the record so far (flat-map) */
+    int64_t cur_seq;  /* events of the record so far (flat-map) */
+    int64_t cur_emit; /* processor rows of the record so far */
 
     struct buf late_buf;
-    struct buf scratch; /* state encoding */
+    struct buf proc_buf; /* processor rows for the next checkpoint */
+    struct buf scratch;  /* state encoding */
 };
 
 /* Sets errmsg and returns rv. */
@@ -125,5 +151,30 @@ void job_set_source_idle(struct kappa_job *job, struct source *src,
 /* Whether a checkpoint is due for size reasons (pending windows, late
  * buffer). */
 int job_checkpoint_due(const struct kappa_job *job);
+
+/* job_ext.c: versions, instances, views and keyed processors. */
+
+/* Sets job->ckey (NAME[@VERSION][#INSTANCE]). */
+void job_ext_key(struct kappa_job *job);
+/* Right after the sink opened: names tables by version and instance. */
+void job_ext_layout(struct kappa_job *job);
+/* After the aggregation tables: the layout, processor tables, views and
+ * the version's registration (SQLite sink only; errors for another sink
+ * when the job uses them). */
+int job_ext_open(struct kappa_job *job);
+/* Whether this instance reads partition p. */
+int job_ext_owns(const struct kappa_job *job, int32_t partition);
+/* Runs the processors on an event that reached the end of the pipeline. */
+int job_ext_process(struct kappa_job *job, const struct kappa_event *ev,
+                    void *doc, int64_t t);
+/* Inside a checkpoint transaction: changed states and buffered rows. */
+int job_ext_write(struct kappa_job *job);
+/* After a committed checkpoint. */
+void job_ext_commit_done(struct kappa_job *job);
+/* Loading the processors' committed state. */
+int job_ext_load(struct kappa_job *job);
+/* Whether the processors' buffers force a checkpoint. */
+int job_ext_due(const struct kappa_job *job);
+void job_ext_free(struct kappa_job *job);
 
 #endif /* KAPPA_STREAMS_JOB_INT_H */

@@ -1,5 +1,5 @@
-/* kappa_job_run: reading the job's topics through libkappa, and
- * kappa_job_status.
+/* kappa_job_run: reading the job's topics through libkappa (the status
+ * of checkpoints and versions is in versions.c).
  *
  * Happy path: one client per partition (so each partition's records stay
  * valid, borrowed from its own fetch buffers, until that partition is
@@ -17,8 +17,6 @@
  * corrupt data) or a fatal job error ends the run with that error and no
  * further checkpoint; the committed state stays consistent. Transport
  * errors are retried inside libkappa; meanwhile the merge waits. */
-#include <jansson.h>
-#include <sqlite3.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -101,6 +99,8 @@ static int resolve_sources(struct kappa_job *job, struct kappa_client *admin)
             for (size_t i = 0; i < sp->n_partitions; i++) {
                 wanted |= sp->partitions[i] == p;
             }
+            /* Static split between instances: p goes to p % instances. */
+            wanted &= p % job->instances == job->instance;
             if (wanted && job_source(job, sp->topic, p) == NULL) {
                 return job->failed = KAPPA_ETOOBIG;
             }
@@ -400,137 +400,5 @@ int kappa_job_run(struct kappa_job *job, const struct kappa_job_run_opts *opts)
         rv = run_loop(job, opts);
     }
     close_sources(job);
-    return rv;
-}
-
-/* ---- Status -------------------------------------------------------------- */
-
-static json_t *status_partitions(sqlite3 *db, const char *name,
-                                 struct kappa_client *c, int64_t *total_lag)
-{
-    json_t *parts = json_array();
-    sqlite3_stmt *st = NULL;
-
-    if (parts == NULL ||
-        sqlite3_prepare_v2(db,
-                           "SELECT topic, partition, next_offset, max_event_ms"
-                           " FROM kappa_checkpoints WHERE job=?1 ORDER BY"
-                           " topic, partition",
-                           -1, &st, NULL) != SQLITE_OK) {
-        sqlite3_finalize(st);
-        json_decref(parts);
-        return NULL;
-    }
-    sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
-    while (sqlite3_step(st) == SQLITE_ROW) {
-        const char *topic = (const char *)sqlite3_column_text(st, 0);
-        int32_t p = (int32_t)sqlite3_column_int64(st, 1);
-        int64_t next = sqlite3_column_int64(st, 2), low, high;
-        json_t *o =
-            json_pack("{s:s, s:i, s:I}", "topic", topic ? topic : "",
-                      "partition", (int)p, "next_offset", (json_int_t)next);
-        if (o == NULL) {
-            continue;
-        }
-        if (sqlite3_column_type(st, 3) != SQLITE_NULL) {
-            json_object_set_new(o, "max_event_ms",
-                                json_integer(sqlite3_column_int64(st, 3)));
-        }
-        if (c != NULL && topic != NULL &&
-            kappa_watermarks(c, topic, p, &low, &high, RUN_TIMEOUT_MS) == 0) {
-            json_object_set_new(o, "high_watermark", json_integer(high));
-            json_object_set_new(o, "lag", json_integer(high - next));
-            *total_lag += high - next;
-        }
-        json_array_append_new(parts, o);
-    }
-    sqlite3_finalize(st);
-    return parts;
-}
-
-static json_t *status_jobs(sqlite3 *db, struct kappa_client *c)
-{
-    json_t *jobs = json_array();
-    sqlite3_stmt *st = NULL;
-
-    if (jobs == NULL ||
-        sqlite3_prepare_v2(db,
-                           "SELECT job, watermark_ms, records, events,"
-                           " malformed, late, checkpoints FROM kappa_jobs"
-                           " ORDER BY job",
-                           -1, &st, NULL) != SQLITE_OK) {
-        sqlite3_finalize(st);
-        json_decref(jobs);
-        return NULL;
-    }
-    while (sqlite3_step(st) == SQLITE_ROW) {
-        const char *name = (const char *)sqlite3_column_text(st, 0);
-        int64_t lag = 0;
-        json_t *o, *parts;
-        if (name == NULL) {
-            continue;
-        }
-        parts = status_partitions(db, name, c, &lag);
-        o = json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:o*}", "job", name,
-                      "records", (json_int_t)sqlite3_column_int64(st, 2),
-                      "events", (json_int_t)sqlite3_column_int64(st, 3),
-                      "malformed", (json_int_t)sqlite3_column_int64(st, 4),
-                      "late", (json_int_t)sqlite3_column_int64(st, 5),
-                      "checkpoints", (json_int_t)sqlite3_column_int64(st, 6),
-                      "partitions", parts);
-        if (o == NULL) {
-            continue;
-        }
-        if (sqlite3_column_type(st, 1) != SQLITE_NULL) {
-            json_object_set_new(o, "watermark_ms",
-                                json_integer(sqlite3_column_int64(st, 1)));
-        }
-        if (c != NULL) {
-            json_object_set_new(o, "lag", json_integer(lag));
-        }
-        json_array_append_new(jobs, o);
-    }
-    sqlite3_finalize(st);
-    return jobs;
-}
-
-int kappa_job_status(const char *db_path, const char *bootstrap, void *out,
-                     char *errmsg, size_t errmsg_size)
-{
-    char cerr[KAPPA_ERRMSG_SIZE];
-    struct kappa_client *c = NULL;
-    sqlite3 *db = NULL;
-    json_t *root = NULL, *jobs;
-    int rv = 0;
-
-    if (sqlite3_open_v2(db_path, &db, SQLITE_OPEN_READONLY, NULL) !=
-        SQLITE_OK) {
-        snprintf(errmsg, errmsg_size, "%s: %s", db_path, sqlite3_errmsg(db));
-        sqlite3_close(db);
-        return KAPPA_EIO;
-    }
-    sqlite3_busy_timeout(db, 10000);
-    if (bootstrap != NULL &&
-        (rv = new_client("status", bootstrap, "0", &c, cerr)) != 0) {
-        snprintf(errmsg, errmsg_size, "%s", cerr);
-        sqlite3_close(db);
-        return rv;
-    }
-    jobs = status_jobs(db, c);
-    if (jobs == NULL) {
-        snprintf(errmsg, errmsg_size, "%s: %s", db_path, sqlite3_errmsg(db));
-        rv = KAPPA_EIO;
-    } else {
-        root = json_pack("{s:s, s:o}", "db", db_path, "jobs", jobs);
-    }
-    if (root != NULL) {
-        if (json_dumpf(root, out, JSON_INDENT(2) | JSON_SORT_KEYS) != 0) {
-            rv = KAPPA_EIO;
-        }
-        fputc('\n', out);
-    }
-    json_decref(root);
-    kappa_client_free(c);
-    sqlite3_close(db);
     return rv;
 }

@@ -1,11 +1,12 @@
 /* kappa-job: runs the built-in example jobs, generates their input, shows
  * checkpoint status, and measures replay speed.
  *
- *   kappa-job run clickstream -b HOST:PORT --topic T --db FILE
+ *   kappa-job run clickstream -b HOST:PORT --topic T
+ *             (--db FILE | --pg 'host=/run/pg port=5432 dbname=kappa')
  *             [--from-beginning | --from-latest | --from-timestamp MS]
  *             [--format json|msgpack] [--name NAME] [--exit-at-end]
  *             [--checkpoint-records N] [--checkpoint-ms MS] [--quiet]
- *   kappa-job status --db FILE [-b HOST:PORT]
+ *   kappa-job status|promote|retire|query ...  (kappa_job_ext.c)
  *   kappa-job gen clickstream -b HOST:PORT --topic T --events N --seed S
  *             [--format json|msgpack] [--partitions P]
  *   kappa-job bench clickstream (-b HOST:PORT --topic T | --no-broker)
@@ -22,6 +23,7 @@
 #include <kappa/streams.h>
 
 #include "clickstream.h"
+#include "kappa_job_ext.h"
 
 struct opts {
     const char *cmd;
@@ -29,6 +31,7 @@ struct opts {
     const char *bootstrap;
     const char *topic;
     const char *db;
+    const char *pg; /* libpq conninfo: the PostgreSQL sink */
     const char *name;
     enum kappa_stream_format format;
     enum kappa_job_start start;
@@ -41,6 +44,7 @@ struct opts {
     int64_t events;
     uint64_t seed;
     int32_t partitions;
+    struct opts_ext x; /* kappa_job_ext.c */
 };
 
 static volatile int stop_flag;
@@ -55,7 +59,8 @@ static void usage(void)
 {
     fprintf(stderr,
             "usage:\n"
-            "  kappa-job run clickstream -b HOST:PORT --topic T --db FILE\n"
+            "  kappa-job run clickstream -b HOST:PORT --topic T"
+            " (--db FILE | --pg CONNINFO)\n"
             "      [--from-beginning | --from-latest | --from-timestamp MS]\n"
             "      [--format json|msgpack] [--name NAME] [--exit-at-end]\n"
             "      [--checkpoint-records N] [--checkpoint-ms MS] [--quiet]\n"
@@ -66,6 +71,7 @@ static void usage(void)
             " --no-broker)\n"
             "      --events N [--seed S] [--format F] [--partitions P]"
             " [--db F]\n");
+    ext_usage();
 }
 
 static int parse_opts(int argc, char **argv, struct opts *o)
@@ -74,6 +80,7 @@ static int parse_opts(int argc, char **argv, struct opts *o)
         {"bootstrap", required_argument, NULL, 'b'},
         {"topic", required_argument, NULL, 't'},
         {"db", required_argument, NULL, 'd'},
+        {"pg", required_argument, NULL, 'P'},
         {"name", required_argument, NULL, 'n'},
         {"format", required_argument, NULL, 'f'},
         {"from-beginning", no_argument, NULL, 'B'},
@@ -87,6 +94,7 @@ static int parse_opts(int argc, char **argv, struct opts *o)
         {"events", required_argument, NULL, 'e'},
         {"seed", required_argument, NULL, 's'},
         {"partitions", required_argument, NULL, 'p'},
+        EXT_LONGOPTS,
         {NULL, 0, NULL, 0},
     };
     int c;
@@ -95,7 +103,7 @@ static int parse_opts(int argc, char **argv, struct opts *o)
     o->start = KAPPA_START_COMMITTED;
     o->seed = 1;
     o->partitions = 4;
-    o->name = "clickstream";
+    ext_opts_init(&o->x);
     while ((c = getopt_long(argc, argv, "b:", longopts, NULL)) != -1) {
         switch (c) {
         case 'b':
@@ -106,6 +114,9 @@ static int parse_opts(int argc, char **argv, struct opts *o)
             break;
         case 'd':
             o->db = optarg;
+            break;
+        case 'P':
+            o->pg = optarg;
             break;
         case 'n':
             o->name = optarg;
@@ -152,7 +163,10 @@ static int parse_opts(int argc, char **argv, struct opts *o)
             o->partitions = (int32_t)strtol(optarg, NULL, 10);
             break;
         default:
-            return -1;
+            if (ext_parse_opt(c, optarg, &o->x) != 0) {
+                return -1;
+            }
+            break;
         }
     }
     return 0;
@@ -188,8 +202,15 @@ static int run_job(const struct opts *o, const char *db, double *seconds,
     struct kappa_job *job;
     struct kappa_job_run_opts ro;
     int64_t t0;
-    int rv = clickstream_job_new(o->name, o->format, o->topic, db, &job);
+    int rv = ext_job_new(o->job, o->name, o->format, o->topic,
+                         db != NULL ? db : "", &o->x, &job);
 
+    if (rv == 0 && o->pg != NULL) {
+        rv = kappa_job_set_postgres(job, o->pg, 1);
+        if (rv != 0) {
+            kappa_job_free(job);
+        }
+    }
     if (rv != 0) {
         fprintf(stderr, "kappa-job: %s\n", kappa_err_str(rv));
         return rv;
@@ -217,7 +238,8 @@ static int cmd_run(const struct opts *o)
 {
     struct kappa_job_stats st;
     double seconds;
-    if (o->bootstrap == NULL || o->topic == NULL || o->db == NULL) {
+    if (o->bootstrap == NULL || o->topic == NULL ||
+        (o->db == NULL) == (o->pg == NULL)) {
         usage();
         return 2;
     }
@@ -231,8 +253,8 @@ static int cmd_gen(const struct opts *o)
         usage();
         return 2;
     }
-    if (clickstream_generate(o->bootstrap, o->topic, o->events, o->seed,
-                             o->format, o->partitions, errmsg) != 0) {
+    if (ext_generate(o->job, o->bootstrap, o->topic, o->events, o->seed,
+                     o->format, o->partitions, errmsg) != 0) {
         fprintf(stderr, "kappa-job: %s\n", errmsg);
         return 1;
     }
@@ -308,7 +330,7 @@ static int cmd_bench(const struct opts *o)
     double seconds = 0;
     int rv;
 
-    if (o->events <= 0 ||
+    if (o->events <= 0 || strcmp(o->job, "clickstream") != 0 ||
         (!o->no_broker && (o->bootstrap == NULL || o->topic == NULL))) {
         usage();
         return 2;
@@ -353,7 +375,6 @@ static int cmd_bench(const struct opts *o)
 int main(int argc, char **argv)
 {
     struct opts o;
-    char errmsg[512];
 
     memset(&o, 0, sizeof o);
     if (argc < 2) {
@@ -361,19 +382,22 @@ int main(int argc, char **argv)
         return 2;
     }
     o.cmd = argv[1];
-    if (strcmp(o.cmd, "status") != 0) {
-        if (argc < 3 || strcmp(argv[2], "clickstream") != 0) {
-            fprintf(stderr, "kappa-job: known jobs: clickstream\n");
-            return 2;
-        }
-        o.job = argv[2];
-        optind = 3;
-    } else {
-        optind = 2;
+    if (ext_is_command(o.cmd)) {
+        return ext_main(argc, argv);
     }
+    if (argc < 3 || !ext_is_job(argv[2])) {
+        fprintf(stderr,
+                "kappa-job: known jobs: clickstream, monitoring, fraud\n");
+        return 2;
+    }
+    o.job = argv[2];
+    optind = 3;
     if (parse_opts(argc, argv, &o) != 0) {
         usage();
         return 2;
+    }
+    if (o.name == NULL) {
+        o.name = o.job;
     }
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
@@ -386,18 +410,6 @@ int main(int argc, char **argv)
     }
     if (strcmp(o.cmd, "bench") == 0) {
         return cmd_bench(&o);
-    }
-    if (strcmp(o.cmd, "status") == 0) {
-        if (o.db == NULL) {
-            usage();
-            return 2;
-        }
-        if (kappa_job_status(o.db, o.bootstrap, stdout, errmsg,
-                             sizeof errmsg) != 0) {
-            fprintf(stderr, "kappa-job: %s\n", errmsg);
-            return 1;
-        }
-        return 0;
     }
     usage();
     return 2;

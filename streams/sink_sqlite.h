@@ -9,6 +9,13 @@
 
 #include <kappa/streams.h>
 
+/* Checkpoint key of a run: NAME[@VERSION][#INSTANCE] (the instance only
+ * when there are several). */
+#define SINK_KEY_MAX 96
+/* Physical table and view names: an output name, "_" VERSION, and a
+ * suffix such as "_parts" or "_late". */
+#define SINK_TABLE_MAX 96
+
 struct sqlite_sink;
 
 /* One output row. */
@@ -32,11 +39,30 @@ int sink_open(const char *path, const char *job, struct sqlite_sink **out,
 void sink_close(struct sqlite_sink *s);
 const char *sink_errmsg(const struct sqlite_sink *s);
 
-/* Creates the output table (and TABLE_late) if missing, with an INTEGER or
- * a REAL value column; the aggregation is then addressed by its index agg
- * (< KAPPA_JOB_AGGS_MAX, in order). */
-int sink_add_table(struct sqlite_sink *s, const char *table, int is_int,
-                   int late_table);
+/* The run's place among versions and instances (defaults: no version, one
+ * instance). Call before adding tables. */
+void sink_set_layout(struct sqlite_sink *s, const char *name,
+                     const char *version, int instance, int instances);
+
+/* Creates the output table (and TABLE_late) if missing, with an INTEGER
+ * (count, distinct) or a REAL value column; the aggregation is then
+ * addressed by its index agg (< KAPPA_JOB_AGGS_MAX, in order). With a
+ * version the table is TABLE_VERSION; with several instances rows go to
+ * TABLE[_VERSION]_parts (one row per instance) and TABLE[_VERSION] is a
+ * view merging them. */
+int sink_add_table(struct sqlite_sink *s, const char *table,
+                   enum kappa_agg_kind kind, int late_table);
+/* Creates a processor's row table; addressed by its index proc. */
+int sink_add_proc(struct sqlite_sink *s, const char *table);
+/* Creates the view name[_VERSION] from select_sql, {T} replaced by the
+ * physical name of output T. KAPPA_EINVAL for an unknown output. */
+int sink_add_view(struct sqlite_sink *s, const char *name,
+                  const char *select_sql);
+/* Records the version (instances, topics as a JSON array) and its outputs;
+ * KAPPA_EINVAL if the version exists with another instance count. The
+ * first version of a job is promoted at once when none of its output
+ * names is taken. One transaction. */
+int sink_register(struct sqlite_sink *s, const char *topics_json);
 
 /* Deletes the job's rows: checkpoints, window state, counters and its
  * output tables' contents, in one transaction. */
@@ -64,6 +90,13 @@ int sink_put_offset(struct sqlite_sink *s, const char *topic, int32_t partition,
 int sink_put_job(struct sqlite_sink *s, const struct kappa_job_stats *st);
 int sink_put_agg(struct sqlite_sink *s, int agg, int64_t late,
                  int64_t malformed);
+int sink_put_proc_row(struct sqlite_sink *s, int proc, const char *topic,
+                      int32_t partition, int64_t offset, int64_t seq,
+                      const void *key, size_t key_len, int64_t event_ms,
+                      const void *value, size_t value_len);
+/* An empty state deletes the key's row. */
+int sink_put_kstate(struct sqlite_sink *s, int proc, const void *key,
+                    size_t key_len, const void *state, size_t state_len);
 
 /* Loading the committed checkpoint. *found is 0 when the job has none. */
 int sink_load_job(struct sqlite_sink *s, struct kappa_job_stats *st,
@@ -79,8 +112,14 @@ int sink_load_states(struct sqlite_sink *s, int agg, sink_state_cb cb,
                      void *arg);
 int sink_load_agg(struct sqlite_sink *s, int agg, int64_t *late,
                   int64_t *malformed);
+typedef int (*sink_kstate_cb)(const void *key, size_t key_len,
+                              const void *state, size_t state_len, void *arg);
+int sink_load_kstates(struct sqlite_sink *s, int proc, sink_kstate_cb cb,
+                      void *arg);
 
 /* Whether name is a valid job or table name. */
 int sink_name_ok(const char *name);
+/* Whether version is a valid version name ([A-Za-z0-9_]{1,15}). */
+int sink_version_ok(const char *version);
 
 #endif /* KAPPA_STREAMS_SINK_SQLITE_H */

@@ -35,12 +35,21 @@ extern "C" {
 #define KAPPA_JOB_NAME_MAX                                                     \
     63 /* job and table names: [A-Za-z_][A-Za-z0-9_]*                          \
         */
-#define KAPPA_JOB_SOURCES_MAX    256  /* topic partitions read by one job */
-#define KAPPA_JOB_STAGES_MAX     16   /* pipeline stages */
-#define KAPPA_JOB_AGGS_MAX       16   /* aggregations per job */
-#define KAPPA_JOB_FLAT_MAP_MAX   1024 /* events one flat-map call may emit */
-#define KAPPA_STREAM_KEY_MAX     1024 /* bytes of an aggregation key */
-#define KAPPA_STREAM_FIELD_DEPTH 8    /* components of a dotted field path */
+#define KAPPA_JOB_SOURCES_MAX    256     /* topic partitions read by one job */
+#define KAPPA_JOB_STAGES_MAX     16      /* pipeline stages */
+#define KAPPA_JOB_AGGS_MAX       16      /* aggregations per job */
+#define KAPPA_JOB_FLAT_MAP_MAX   1024    /* events one flat-map call may emit */
+#define KAPPA_STREAM_KEY_MAX     1024    /* bytes of an aggregation key */
+#define KAPPA_STREAM_FIELD_DEPTH 8       /* components of a dotted field path */
+#define KAPPA_JOB_VERSION_MAX    15      /* version names: [A-Za-z0-9_]{1,15} */
+#define KAPPA_JOB_INSTANCES_MAX  256     /* instances of one job version */
+#define KAPPA_JOB_VIEWS_MAX      8       /* derived views per job */
+#define KAPPA_JOB_VIEW_SQL_MAX   4096    /* bytes of a view's SELECT */
+#define KAPPA_JOB_PROCS_MAX      4       /* keyed processors per job */
+#define KAPPA_PROC_STATE_MAX     4096    /* bytes of one key's state */
+#define KAPPA_PROC_ROW_MAX       4096    /* bytes of one emitted row value */
+#define KAPPA_PROC_EMIT_MAX      16      /* rows one processor call may emit */
+#define KAPPA_PROC_KEYS_MAX      1000000 /* keys with state, per processor */
 
 /* ---- Values and fields ---------------------------------------------------
  *
@@ -206,6 +215,68 @@ void kappa_job_set_late_cb(struct kappa_job *job, kappa_job_late_cb cb,
  * also write every late event into TABLE_late. */
 int kappa_job_set_sqlite(struct kappa_job *job, const char *path,
                          int late_tables);
+/* The PostgreSQL sink (libpq): conninfo is a libpq connection string or URI
+ * ("host=/run/pg port=5432 dbname=kappa"). Same tables, upserts and
+ * exactly-once checkpoints as SQLite, each checkpoint one PostgreSQL
+ * transaction; takes precedence over kappa_job_set_sqlite. */
+int kappa_job_set_postgres(struct kappa_job *job, const char *conninfo,
+                           int late_tables);
+
+/* ---- Versions, instances, derived views -------------------------------
+ *
+ * Reprocessing the Kappa way (docs/streams.md, "Versions"): a job run with a
+ * version writes every output T into its own table T_VERSION, with its own
+ * checkpoints, while readers keep reading the view T of the promoted
+ * version. Instances split the input partitions statically (partition p of
+ * every topic goes to instance p % instances) and checkpoint their own
+ * share; with more than one instance every output T is a view summing the
+ * instances' partial rows (table T_parts). */
+
+/* version: [A-Za-z0-9_]{1,15}; NULL or "" for an unversioned job (tables
+ * named as the aggregations, slice-1 layout). */
+int kappa_job_set_version(struct kappa_job *job, const char *version);
+/* This process is instance `instance` (0-based) of `instances` (1 to
+ * KAPPA_JOB_INSTANCES_MAX). A version keeps the instance count it was
+ * created with: opening it with another count fails with KAPPA_EINVAL. */
+int kappa_job_set_instance(struct kappa_job *job, int instance, int instances);
+/* A derived output: a SQLite view `name` defined by select_sql, in which
+ * {T} stands for the job's output T (an aggregation table, T_late, or a
+ * processor table) and is replaced by its versioned table. The view is
+ * versioned and promoted with the tables. */
+int kappa_job_add_view(struct kappa_job *job, const char *name,
+                       const char *select_sql);
+
+/* ---- Keyed processors ---------------------------------------------------
+ *
+ * A processor sees every event that reaches the end of the pipeline (in
+ * partition order) together with the state of its key: bytes it owns and
+ * may replace (at most KAPPA_PROC_STATE_MAX; empty means none). It may emit
+ * rows (a value of at most KAPPA_PROC_ROW_MAX bytes, e.g. JSON) into its
+ * table TABLE(topic, partition, offset, seq, key, event_ms, value), keyed
+ * by the input record and the row's index. States and rows are committed
+ * with the checkpoint, so they are exactly-once like the aggregations.
+ * State is bounded by the number of keys (KAPPA_PROC_KEYS_MAX). */
+struct kappa_proc;
+/* Returns 0, or a code: the event then counts as malformed (what the call
+ * did to the state and the rows stays). */
+typedef int (*kappa_job_process_cb)(const struct kappa_event *ev,
+                                    int64_t event_ms, struct kappa_proc *p,
+                                    void *arg);
+/* Inside the callback: the key's current state (borrowed until the next
+ * kappa_proc_set_state or the end of the callback). */
+void kappa_proc_state(const struct kappa_proc *p, const void **state,
+                      size_t *len);
+/* Replaces the key's state (copied). Returns 0, KAPPA_ETOOBIG or
+ * KAPPA_ENOMEM. */
+int kappa_proc_set_state(struct kappa_proc *p, const void *state, size_t len);
+/* Emits one row (copied). Returns 0, KAPPA_ETOOBIG (value too long, or more
+ * than KAPPA_PROC_EMIT_MAX rows for this event) or KAPPA_ENOMEM. */
+int kappa_proc_emit(struct kappa_proc *p, const void *value, size_t len);
+/* key_field: the key is this field of the value (string or integer); NULL:
+ * the event key. */
+int kappa_job_add_processor(struct kappa_job *job, const char *table,
+                            const char *key_field, kappa_job_process_cb cb,
+                            void *arg);
 
 /* ---- Driving the job ---------------------------------------------------- */
 
@@ -271,8 +342,36 @@ struct kappa_job_stats {
 void kappa_job_stats(const struct kappa_job *job, struct kappa_job_stats *st);
 
 /* Prints the checkpoint of every job in the database as one JSON document
- * to out (a FILE *); with bootstrap non-NULL also the lag per partition. */
+ * to out (a FILE *): "jobs" (per checkpoint: counters, watermark, offsets)
+ * and "versions" (per job version: instances, whether promoted, and per
+ * partition the committed offset); with bootstrap non-NULL also the high
+ * watermarks and the lag per partition and in total. */
 int kappa_job_status(const char *db_path, const char *bootstrap, void *out,
+                     char *errmsg, size_t errmsg_size);
+/* The same as a table for people: one line per version, then its
+ * partitions. */
+int kappa_job_status_table(const char *db_path, const char *bootstrap,
+                           void *out, char *errmsg, size_t errmsg_size);
+
+struct kappa_promote_opts {
+    const char *bootstrap; /* host:port: lag check against the brokers */
+    int64_t max_lag;       /* refuse above this total lag (default 0) */
+    int force;             /* skip the lag check (no broker needed) */
+};
+
+/* Points every output view NAME of the job at the tables of `version`, in
+ * one transaction (readers see the old or the new version, never a mix).
+ * Refused with KAPPA_EBUSY when the version's total lag (all partitions of
+ * its topics, against the brokers' high watermarks now) is above max_lag,
+ * unless force; KAPPA_ENOENT for an unknown version; KAPPA_EINVAL when an
+ * output name is taken by a table. */
+int kappa_job_promote(const char *db_path, const char *name,
+                      const char *version, const struct kappa_promote_opts *o,
+                      char *errmsg, size_t errmsg_size);
+/* Drops the tables, views, checkpoints and state of a version that is not
+ * promoted (KAPPA_EINVAL for the promoted one, KAPPA_ENOENT if unknown).
+ * Stop its instances first. */
+int kappa_job_retire(const char *db_path, const char *name, const char *version,
                      char *errmsg, size_t errmsg_size);
 
 #ifdef __cplusplus
