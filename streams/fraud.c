@@ -139,7 +139,7 @@ static int process(const struct kappa_event *ev, int64_t t,
                    struct kappa_proc *p, void *arg)
 {
     const struct fraud_rules *rules = arg;
-    struct fraud_event fe, hist[FRAUD_HISTORY_MAX];
+    struct fraud_event fe, hist[FRAUD_HISTORY_MAX] = {0};
     uint8_t state[FRAUD_HISTORY_MAX * ENTRY_BYTES];
     const uint8_t *old;
     size_t old_len, n = 0, len = 0;
@@ -172,7 +172,9 @@ static int process(const struct kappa_event *ev, int64_t t,
                          "\"reasons\":\"%s\"}",
                          (long long)fe.id, fe.card, (long long)fe.ts_ms,
                          (long long)fe.amount_cents, fe.country, reasons);
-        int erv = kappa_proc_emit(p, row, (size_t)m);
+        int erv = m < 0 || (size_t)m >= sizeof row
+                      ? KAPPA_ETOOBIG /* card ids are bounded; never here */
+                      : kappa_proc_emit(p, row, (size_t)m);
         if (erv != 0) {
             return erv;
         }

@@ -61,6 +61,16 @@ static int db_fail(sqlite3 *db, char *errmsg, const char *what)
     return KAPPA_EIO;
 }
 
+/* A statement that did not fit its buffer must not run truncated. */
+static int sql_fits(int len, size_t cap, char *errmsg)
+{
+    if (len < 0 || (size_t)len >= cap) {
+        kappa_errmsg_printf(errmsg, "statement too long (%d bytes)", len);
+        return KAPPA_ETOOBIG;
+    }
+    return 0;
+}
+
 static int db_exec(sqlite3 *db, const char *sql, char *errmsg)
 {
     char *err = NULL;
@@ -205,17 +215,23 @@ static int switch_views(sqlite3 *db, const char *name, const char *version,
                                 outs[k].name);
             return KAPPA_EINVAL;
         }
-        snprintf(sql, sizeof sql,
-                 "DROP VIEW IF EXISTS \"%s\";"
-                 "CREATE VIEW \"%s\" AS SELECT * FROM \"%s\"",
-                 outs[k].name, outs[k].name, outs[k].phys);
-        rv = db_exec(db, sql, errmsg);
+        int len = snprintf(sql, sizeof sql,
+                           "DROP VIEW IF EXISTS \"%s\";"
+                           "CREATE VIEW \"%s\" AS SELECT * FROM \"%s\"",
+                           outs[k].name, outs[k].name, outs[k].phys);
+        rv = sql_fits(len, sizeof sql, errmsg);
+        if (rv == 0) {
+            rv = db_exec(db, sql, errmsg);
+        }
     }
     for (int k = 0; rv == 0 && k < n_old; k++) {
         if (!is_output_of(outs, n, old[k].name)) {
-            snprintf(sql, sizeof sql, "DROP VIEW IF EXISTS \"%s\"",
-                     old[k].name);
-            rv = db_exec(db, sql, errmsg);
+            int len = snprintf(sql, sizeof sql, "DROP VIEW IF EXISTS \"%s\"",
+                               old[k].name);
+            rv = sql_fits(len, sizeof sql, errmsg);
+            if (rv == 0) {
+                rv = db_exec(db, sql, errmsg);
+            }
         }
     }
     if (rv == 0) {
