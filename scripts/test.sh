@@ -21,6 +21,9 @@ BUILD_DIR=build-asan BUILD_TYPE=Debug scripts/build.sh -DKAPPA_SANITIZE=ON \
 (cd build-asan && ASAN_OPTIONS=detect_leaks=1 KAPPA_TEST_TIMEOUT_MULTIPLIER=3 \
    ctest --output-on-failure -j"$jobs" -L 'unit|sim|integration')
 
+echo "== ansible: lint, deploy on 127.0.0.11-13, rolling restart under load"
+bash ansible/tests/run_local.sh build
+
 echo "== fuzz (${KAPPA_FUZZ_SECONDS:-30} s per target)"
 tests/fuzz/run.sh "${KAPPA_FUZZ_SECONDS:-30}"
 echo "all tests passed"
