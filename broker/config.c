@@ -203,8 +203,7 @@ static int parse_cluster_addr(const char *s, char *out, int allow_port0)
 }
 
 /* "ID@IPV4:PORT,ID@IPV4:PORT,..." with distinct ids. */
-static int parse_voters(struct broker_config *cfg, const char *s,
-                        char *errmsg)
+static int parse_voters(struct broker_config *cfg, const char *s, char *errmsg)
 {
     char item[64];
     uint32_t n = 0;

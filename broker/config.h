@@ -18,7 +18,7 @@
 #define CONFIG_FRAME_OVERHEAD_BYTES (64u * 1024)
 
 /* Initial metadata voters (cluster.voters). */
-#define CONFIG_VOTERS_MAX    9
+#define CONFIG_VOTERS_MAX     9
 #define CONFIG_ADDR_BYTES_MAX 32
 
 struct config_voter {

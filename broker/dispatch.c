@@ -14,6 +14,7 @@
 
 #include "broker/cluster.h"
 #include "broker/server.h"
+#include "broker/status.h"
 #include "broker/topics.h"
 #include "broker/version.h"
 #include "common/alloc.h"
@@ -25,8 +26,9 @@ typedef void (*api_handler)(struct conn *c, uint32_t corr,
                             struct mp_reader *args);
 
 static const api_handler handlers[WIRE_API_COUNT] = {
-    api_hello,       api_metadata, api_create_topic, api_delete_topic,
-    api_list_topics, api_produce,  api_fetch,        api_list_offsets,
+    api_hello,        api_metadata,     api_create_topic,
+    api_delete_topic, api_list_topics,  api_produce,
+    api_fetch,        api_list_offsets, api_cluster_status,
 };
 
 void dispatch_frame(struct conn *c, uint8_t *body, size_t n)
@@ -434,11 +436,11 @@ static int read_create_field(struct mp_reader *args, const char *key,
                               &a->partitions, errmsg);
     }
     if (mp_key_is(key, key_len, "replication_factor")) {
-        return args_nil(args) ? 0
-                              : args_int(args, "replication_factor", 1,
-                                         s->cluster != NULL ? META_REPLICAS_MAX
-                                                            : 1,
-                                         &a->replication_factor, errmsg);
+        return args_nil(args)
+                   ? 0
+                   : args_int(args, "replication_factor", 1,
+                              s->cluster != NULL ? META_REPLICAS_MAX : 1,
+                              &a->replication_factor, errmsg);
     }
     if (mp_key_is(key, key_len, "configs")) {
         return read_topic_configs(args, s->cfg, &a->cfg, &a->overrides, errmsg);

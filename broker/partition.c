@@ -21,9 +21,9 @@
 #include <time.h>
 
 #include "common/assert.h"
-#include "consensus/group.h"
 #include "common/err.h"
 #include "common/log.h"
+#include "consensus/group.h"
 
 #define COMPONENT "partition"
 

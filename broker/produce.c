@@ -294,8 +294,8 @@ static void produce_part_cluster(struct produce_req *req,
         struct produce_prop *pp;
         int64_t dup = -1;
         int rv;
-        if (batch_header_decode(pa->records + pos, pa->records_len - pos,
-                                &h) != 0) {
+        if (batch_header_decode(pa->records + pos, pa->records_len - pos, &h) !=
+            0) {
             part_fail(part, KAPPA_ECORRUPT, NULL); /* validated before */
             return;
         }

@@ -158,8 +158,7 @@ void server_poke(struct server *s)
         return;
     }
     /* Logs cannot close under an fdatasync, whatever the timeout says. */
-    if (s->n_reqs > 0 || topics_is_syncing(&s->topics) ||
-        s->cluster != NULL) {
+    if (s->n_reqs > 0 || topics_is_syncing(&s->topics) || s->cluster != NULL) {
         return;
     }
     if (!s->is_drain_timed_out && replies_pending(s)) {

@@ -16,8 +16,6 @@
 #define CONFIG_KEY_MAX 128
 #define CONFIGS_MAX    256
 
-typedef int (*admin_parse_fn)(struct mp_reader *r, void *out);
-
 struct admin_wait {
     int is_done;
     int err;
@@ -45,13 +43,10 @@ static int admin_done(struct kappa_client *c, void *arg)
     return ((struct admin_wait *)arg)->is_done;
 }
 
-typedef void (*admin_encode_fn)(struct mp_writer *w, const void *args);
-
-/* Sends one request built by encode and waits for it, retrying transport
- * failures until timeout_ms. */
-static int admin_call(struct kappa_client *c, int api, admin_encode_fn encode,
-                      const void *args, admin_parse_fn parse, void *out,
-                      int timeout_ms)
+/* Declared in client_int.h: one request, transport failures retried. */
+int admin_call(struct kappa_client *c, int api, admin_encode_fn encode,
+               const void *args, admin_parse_fn parse, void *out,
+               int timeout_ms)
 {
     uint64_t deadline =
         client_now_ms() +

@@ -225,12 +225,28 @@ void metadata_refresh_soon(struct kappa_client *c);
 void metadata_tick(struct kappa_client *c, uint64_t now_ms);
 /* Connection to a partition's leader, or NULL when it is not known. */
 struct kconn *metadata_leader_conn(struct kappa_client *c, struct kpart *p);
+/* The connection to broker id at host:port: its own, one to that address
+ * (then adopted), or a new one; NULL at the connection limit. */
+struct kconn *metadata_broker_conn(struct kappa_client *c, int32_t id,
+                                   const char *host, int port);
 /* Any usable connection (a known broker or a bootstrap server). */
 struct kconn *metadata_any_conn(struct kappa_client *c);
 void metadata_free(struct kappa_client *c);
 /* Called by conn.c when a Hello answer names a connection's broker. */
 void metadata_conn_identified(struct kappa_client *c, struct kconn *conn,
                               int32_t node_id);
+
+/* ---- Admin (admin.c) ---------------------------------------------------- */
+
+typedef void (*admin_encode_fn)(struct mp_writer *w, const void *args);
+typedef int (*admin_parse_fn)(struct mp_reader *r, void *out);
+/* Sends one request (args written by encode) to any usable connection and
+ * waits for it, retrying transport failures until timeout_ms (0:
+ * request.timeout.ms); parse (may be NULL) decodes the result into out.
+ * Returns 0 or an error with c->detail set. */
+int admin_call(struct kappa_client *c, int api, admin_encode_fn encode,
+               const void *args, admin_parse_fn parse, void *out,
+               int timeout_ms);
 
 /* ---- Producer (producer.c) ---------------------------------------------- */
 void producer_tick(struct kappa_client *c, uint64_t now_ms);

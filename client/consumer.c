@@ -769,10 +769,9 @@ static int list_offsets(struct kappa_client *c, struct kpart *p,
                         const int64_t *ts, uint32_t n, struct lo_wait *w,
                         int timeout_ms)
 {
-    uint64_t deadline = client_now_ms() + (uint64_t)(timeout_ms >= 0
-                                                         ? timeout_ms
-                                                         : c->conf
-                                                               .request_timeout_ms);
+    uint64_t deadline =
+        client_now_ms() +
+        (uint64_t)(timeout_ms >= 0 ? timeout_ms : c->conf.request_timeout_ms);
     for (;;) {
         uint64_t now = client_now_ms();
         int rv = list_offsets_once(c, p, ts, n, w, (int)(deadline - now));

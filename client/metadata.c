@@ -460,17 +460,26 @@ struct kconn *metadata_leader_conn(struct kappa_client *c, struct kpart *p)
     }
     for (unsigned i = 0; i < c->n_brokers; i++) {
         struct kbroker *b = &c->brokers[i];
-        if (b->id != p->leader) {
-            continue;
+        if (b->id == p->leader) {
+            return metadata_broker_conn(c, b->id, b->host, b->port);
         }
-        conn = conn_by_addr(c, b->host, b->port);
-        if (conn != NULL && conn->broker_id < 0) {
-            conn->broker_id = b->id;
-            return conn;
-        }
-        return conn_new(c, b->id, b->host, b->port);
     }
     return NULL;
+}
+
+struct kconn *metadata_broker_conn(struct kappa_client *c, int32_t id,
+                                   const char *host, int port)
+{
+    struct kconn *conn = conn_by_id(c, id);
+    if (conn != NULL) {
+        return conn;
+    }
+    conn = conn_by_addr(c, host, port);
+    if (conn != NULL && conn->broker_id < 0) {
+        conn->broker_id = id;
+        return conn;
+    }
+    return conn_new(c, id, host, port);
 }
 
 struct kconn *metadata_any_conn(struct kappa_client *c)

@@ -19,8 +19,8 @@
 const char *wire_api_name(int api_key)
 {
     static const char *const names[WIRE_API_COUNT] = {
-        "hello",       "metadata", "create_topic", "delete_topic",
-        "list_topics", "produce",  "fetch",        "list_offsets",
+        "hello",   "metadata", "create_topic", "delete_topic",   "list_topics",
+        "produce", "fetch",    "list_offsets", "cluster_status",
     };
     if (api_key < 0 || api_key >= WIRE_API_COUNT) {
         return "unknown";

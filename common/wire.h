@@ -27,6 +27,7 @@ enum wire_api {
     WIRE_API_PRODUCE = 5,
     WIRE_API_FETCH = 6,
     WIRE_API_LIST_OFFSETS = 7,
+    WIRE_API_CLUSTER_STATUS = 8,
     WIRE_API_COUNT
 };
 

@@ -693,6 +693,59 @@ const struct meta_fsm *group_meta(const struct group *g)
     return g->mfsm;
 }
 
+void group_status_get(struct group *g, struct group_status *out)
+{
+    struct raft *r = &g->raft;
+    memset(out, 0, sizeof *out);
+    out->state = r->state;
+    out->term = r->current_term;
+    out->leader = g->last_leader;
+    out->commit_index = r->commit_index;
+    out->last_applied = r->last_applied;
+    out->last_index = raft_last_index(r);
+    out->is_ready = group_is_ready(g);
+    if (r->state != RAFT_LEADER || r->leader_state.progress == NULL) {
+        return;
+    }
+    for (unsigned i = 0;
+         i < r->configuration.n && out->n_peers < GROUP_STATUS_PEERS_MAX; i++) {
+        const struct raft_server *srv = &r->configuration.servers[i];
+        const struct raft_progress *p = &r->leader_state.progress[i];
+        struct group_peer_status *ps;
+        if (srv->id == r->id) {
+            continue;
+        }
+        ps = &out->peers[out->n_peers++];
+        ps->id = srv->id;
+        ps->match_index = p->match_index;
+        ps->is_voter = srv->role == RAFT_VOTER;
+        ps->is_recent = p->recent_recv;
+    }
+}
+
+struct host_find {
+    struct group_host *host;
+};
+
+static void host_find_walk(uv_handle_t *handle, void *arg)
+{
+    struct host_find *f = arg;
+    struct group_host *h = handle->data;
+    /* group_host_init sets check.data to the host itself. */
+    if (f->host == NULL && handle->type == UV_CHECK && h != NULL &&
+        (uv_handle_t *)&h->check == handle && !h->is_closing &&
+        !uv_is_closing(handle)) {
+        f->host = h;
+    }
+}
+
+struct group_host *group_host_of_loop(uv_loop_t *loop)
+{
+    struct host_find f = {NULL};
+    uv_walk(loop, host_find_walk, &f);
+    return f.host;
+}
+
 /* ---- Proposals --------------------------------------------------------- */
 
 static void pending_add(struct group *g, struct group_propose *req)

@@ -139,6 +139,32 @@ int64_t group_commit_offset(const struct group *g);
 /* Metadata group: the state machine (queries only). */
 const struct meta_fsm *group_meta(const struct group *g);
 
+/* Status snapshot for `kappa cluster status` (read-only). */
+#define GROUP_STATUS_PEERS_MAX 16
+struct group_peer_status {
+    uint64_t id;
+    uint64_t match_index; /* highest Raft index known to be replicated */
+    bool is_voter;
+    bool is_recent; /* heard from within the last election timeout */
+};
+struct group_status {
+    int state;       /* RAFT_UNAVAILABLE, _FOLLOWER, _CANDIDATE, _LEADER */
+    uint64_t term;   /* current term */
+    uint64_t leader; /* 0: unknown */
+    uint64_t commit_index;
+    uint64_t last_applied;
+    uint64_t last_index;
+    bool is_ready;
+    /* Leader only: every other server of the configuration (raft 0.15
+     * leader_state.progress), at most GROUP_STATUS_PEERS_MAX. */
+    unsigned n_peers;
+    struct group_peer_status peers[GROUP_STATUS_PEERS_MAX];
+};
+void group_status_get(struct group *g, struct group_status *out);
+/* The open group host whose check handle runs on loop (kappad has at most
+ * one), or NULL: lets read-only status code reach the groups. */
+struct group_host *group_host_of_loop(uv_loop_t *loop);
+
 struct group_propose;
 
 /* A proposal finished. status 0: value is the base offset (partition) or

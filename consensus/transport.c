@@ -673,8 +673,8 @@ static void on_message(struct transport_conn *c, const uint8_t *p, size_t n)
     if (rv == 1) {
         /* group_id holds the sender's id here. */
         if (group_id != c->peer_id) {
-            proto_error(c, KAPPA_EPROTO, "sender id differs from handshake",
-                        p, n);
+            proto_error(c, KAPPA_EPROTO, "sender id differs from handshake", p,
+                        n);
             return;
         }
         t->stats.frames_received++;
@@ -1221,8 +1221,7 @@ int transport_send_app(struct transport *t, struct transport_send *req,
     start = wire_frame_begin(&req->frame);
     rv = req->frame.len < start + WIRE_FRAME_HEADER_BYTES ? KAPPA_ENOMEM : 0;
     if (rv == 0) {
-        rv = rmsg_encode_app(&req->frame, t->node_id, t->address, payload,
-                             len);
+        rv = rmsg_encode_app(&req->frame, t->node_id, t->address, payload, len);
     }
     if (rv == 0) {
         wire_frame_end(&req->frame, start);

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The README's first command: installs what is needed, builds, starts a local
-# kappad, and runs a small demo (create a topic, produce, consume, describe),
-# printing what happens. Everything it starts is stopped on exit.
+# 3-node cluster (`kappa dev up`), and runs a small demo on it (create a
+# replicated topic, produce, consume, describe, cluster status, one benchmark
+# run), printing what happens. Everything it starts is stopped on exit
+# (`kappa dev down`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh
@@ -9,22 +11,31 @@ scripts/build.sh
 bin=$PWD/build
 dir=$(mktemp -d /tmp/kappa-demo-XXXXXX)
 cleanup() {
-  if [ -f "$dir/kappad.pid" ]; then kill "$(cat "$dir/kappad.pid")" 2>/dev/null || true; fi
-  wait 2>/dev/null || true
+  "$bin/kappa" dev down --dir "$dir/cluster" 2>/dev/null || true
   rm -rf "$dir"
 }
-trap cleanup EXIT INT TERM
+trap cleanup EXIT
+trap 'exit 130' INT TERM
 
-echo "== starting kappad (data in $dir)"
-"$bin/kappad" --data "$dir/data" --listen 127.0.0.1:0 2>"$dir/kappad.log" &
-echo $! >"$dir/kappad.pid"
-for _ in $(seq 1 200); do [ -s "$dir/data/kappad.addr" ] && break; sleep 0.05; done
-addr=$(cat "$dir/data/kappad.addr")
-echo "   listening on $addr"
-k() { echo "\$ kappa $*" >&2; "$bin/kappa" -b "$addr" "$@"; }
+echo "== starting a 3-node cluster on 127.0.0.1 (data and logs in $dir/cluster)"
+brokers=$("$bin/kappa" dev up --nodes 3 --dir "$dir/cluster" | tail -n 1)
+echo "   bootstrap servers: $brokers"
+k() { echo "\$ kappa $*" >&2; "$bin/kappa" -b "$brokers" "$@"; }
+# A topic is created once the metadata group commits it; the other nodes
+# apply it a moment later. Wait until every node knows it.
+wait_topic() {
+  local a
+  for a in ${brokers//,/ }; do
+    for _ in $(seq 1 100); do
+      "$bin/kappa" -b "$a" topic describe "$1" >/dev/null 2>&1 && break
+      sleep 0.1
+    done
+  done
+}
 
-echo "== create a topic with 3 partitions"
-k topic create clicks --partitions 3
+echo "== create a topic with 3 partitions, each replicated on all 3 nodes"
+k topic create clicks --partitions 3 --replication-factor 3
+wait_topic clicks
 k topic list
 
 echo "== produce 100000 click events (key:value lines, acks=all, lz4)"
@@ -41,11 +52,16 @@ echo "   read $n records"
 echo "== describe"
 k topic describe clicks
 
-echo "== throughput: kappa-bench produce 100 B records, acks=all"
-"$bin/kappa-bench" produce -b "$addr" --topic bench --create --partitions 4 \
+echo "== cluster status: nodes, metadata leader, per partition leader, replicas, commit index, follower lag"
+k cluster status
+
+echo "== throughput: kappa-bench produce 100 B records, acks=all, replication factor 3"
+k topic create bench --partitions 4 --replication-factor 3
+wait_topic bench
+"$bin/kappa-bench" produce -b "$brokers" --topic bench \
   --record-size 100 --records 2000000 --acks all
 
-echo "== stopping kappad"
-kill "$(cat "$dir/kappad.pid")"; wait || true; rm -f "$dir/kappad.pid"
-tail -n 3 "$dir/kappad.log"
+echo "== stopping the cluster"
+"$bin/kappa" dev down --dir "$dir/cluster"
+tail -n 2 "$dir/cluster/node1.log"
 echo "demo done"

@@ -45,5 +45,7 @@ const char *cli_opt_value(const char *what, int argc, char **argv, int *i);
 int cmd_topic(struct cli *cli, int argc, char **argv);
 int cmd_produce(struct cli *cli, int argc, char **argv);
 int cmd_consume(struct cli *cli, int argc, char **argv);
+int cmd_dev(struct cli *cli, int argc, char **argv);
+int cmd_cluster(struct cli *cli, int argc, char **argv);
 
 #endif /* KAPPA_CLI_H */

@@ -40,6 +40,17 @@ static const struct cli_command commands[] = {
      "newline\n"
      "           ends each record unless FMT ends with one",
      cmd_consume},
+    {"cluster",
+     "cluster status [--json]\n"
+     "      nodes, metadata leader, per partition leader, replicas,\n"
+     "      high watermark, commit index and follower lag",
+     cmd_cluster},
+    {"dev",
+     "dev up --nodes 1|3|5 --dir DIR [--base-port P] [--kappad PATH] "
+     "[--timeout-ms N]\n"
+     "      local cluster on 127.0.0.1; prints the bootstrap list last\n"
+     "  dev down --dir DIR [--timeout-ms N]",
+     cmd_dev},
     {"version", "version", cmd_version},
     {"help", "help", cmd_help},
 };

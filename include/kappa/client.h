@@ -246,6 +246,83 @@ KAPPA_API int kappa_list_topics(struct kappa_client *c, const char *name,
                                 int timeout_ms);
 KAPPA_API void kappa_topic_info_free(struct kappa_topic_info *topics, size_t n);
 
+/* ---- Cluster (blocking) -------------------------------------------------
+ *
+ * kappa_describe_cluster asks one broker for Metadata: the registered
+ * brokers, the metadata leader and every topic's partitions with leader and
+ * replicas. kappa_cluster_status does the same, then asks every broker
+ * listed for ClusterStatus (its local Raft view) in parallel and merges the
+ * answers into the fields marked "status"; kappa_describe_cluster leaves
+ * those at "", 0 or -1. Both hand the caller one kappa_cluster_info, freed
+ * with kappa_cluster_info_free (all arrays belong to it). */
+#define KAPPA_CLUSTER_ADDR_MAX 272
+
+struct kappa_broker_info {
+    int32_t id;
+    int port;
+    char host[256];                            /* client address: host, port */
+    char cluster_addr[KAPPA_CLUSTER_ADDR_MAX]; /* status: "" unknown */
+    char state[24];         /* status, in the metadata state: "alive",
+                               "decommissioning", "removed"; "" unknown */
+    char metadata_role[24]; /* status: "leader", "follower", "candidate"...
+                               in the metadata group; "" unknown */
+    int is_alive;           /* status: it answered ClusterStatus */
+    char error[256];        /* status: why it has no status ("" if it has) */
+};
+
+struct kappa_replica_info {
+    int32_t id;
+    /* status, -1 unknown: this replica's high watermark, and its match
+     * index and lag (Raft entries behind) as its leader sees them */
+    int64_t high_watermark;
+    int64_t match_index;
+    int64_t lag;
+};
+
+struct kappa_partition_state {
+    int32_t partition;
+    int32_t leader; /* broker id, -1 none */
+    int err;        /* 0 or a KAPPA_E* code for this partition */
+    size_t n_replicas;
+    struct kappa_replica_info *replicas;
+    /* status, -1 unknown: the leader's high watermark, Raft commit index
+     * and last index */
+    int64_t high_watermark;
+    int64_t commit_index;
+    int64_t last_index;
+};
+
+struct kappa_topic_state {
+    char *name;
+    int err; /* 0 or a KAPPA_E* code for this topic */
+    size_t n_partitions;
+    struct kappa_partition_state *partitions;
+};
+
+struct kappa_cluster_info {
+    int32_t controller;      /* the metadata leader's id, -1 none */
+    int64_t controller_term; /* status: its Raft term, -1 unknown */
+    size_t n_brokers;
+    struct kappa_broker_info *brokers; /* in the broker's Metadata order */
+    size_t n_topics;
+    struct kappa_topic_state *topics;
+};
+
+/* Metadata from any bootstrap server or known broker, retrying transport
+ * failures until timeout_ms (0: request.timeout.ms). Returns 0 with *out
+ * set, or an error with *out NULL. */
+KAPPA_API int kappa_describe_cluster(struct kappa_client *c,
+                                     struct kappa_cluster_info **out,
+                                     int timeout_ms);
+/* kappa_describe_cluster, then ClusterStatus on every broker, each waited
+ * for up to timeout_ms. A broker that does not answer is not an error: it
+ * is listed with is_alive 0 and error set. */
+KAPPA_API int kappa_cluster_status(struct kappa_client *c,
+                                   struct kappa_cluster_info **out,
+                                   int timeout_ms);
+/* NULL is a no-op. */
+KAPPA_API void kappa_cluster_info_free(struct kappa_cluster_info *info);
+
 #ifdef __cplusplus
 }
 #endif

@@ -463,8 +463,8 @@ static int read_topics(struct mp_reader *r, int *leaders, int n_leaders)
     return 0;
 }
 
-static int parse_metadata(struct mp_reader *r, int *n_brokers,
-                          int *controller, int *leaders, int n_leaders)
+static int parse_metadata(struct mp_reader *r, int *n_brokers, int *controller,
+                          int *leaders, int n_leaders)
 {
     uint32_t n, nb;
     if (mp_read_map(r, &n) != 0) {
@@ -541,10 +541,8 @@ int test_metadata(const char *addr, int *n_brokers, int *controller,
               (uint32_t)hdr[2] << 8 | hdr[3];
         body = len < (1u << 24) ? malloc(len) : NULL;
         if (body != NULL && read_full(fd, body, len) == 0 &&
-            wire_response_decode(body, len, &h, &r) == 0 &&
-            h.error_code == 0) {
-            rv = parse_metadata(&r, n_brokers, controller, leaders,
-                                n_leaders);
+            wire_response_decode(body, len, &h, &r) == 0 && h.error_code == 0) {
+            rv = parse_metadata(&r, n_brokers, controller, leaders, n_leaders);
         }
     }
     free(body);
@@ -619,9 +617,9 @@ int test_cluster_start(struct test_cluster *c, int n)
     }
     used = 0;
     for (int i = 0; i < n; i++) {
-        used += (size_t)snprintf(c->bootstrap + used,
-                                 sizeof c->bootstrap - used, "%s%s",
-                                 i > 0 ? "," : "", c->nodes[i].addr);
+        used +=
+            (size_t)snprintf(c->bootstrap + used, sizeof c->bootstrap - used,
+                             "%s%s", i > 0 ? "," : "", c->nodes[i].addr);
         if (test_cluster_wait_ready(c, i, n) != 0) {
             fprintf(stderr, "cluster node %d not ready\n", i + 1);
             dump_log(&c->nodes[i]);

@@ -846,7 +846,8 @@ static int send_app(struct node *from, uint64_t to, uint64_t i)
 {
     struct send_req *s = malloc(sizeof *s);
     char payload[32];
-    int n = snprintf(payload, sizeof payload, "app-%llu", (unsigned long long)i);
+    int n =
+        snprintf(payload, sizeof payload, "app-%llu", (unsigned long long)i);
     int rv;
     assert_non_null(s);
     s->req.data = s;
