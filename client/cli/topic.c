@@ -128,6 +128,22 @@ static int topic_list(struct cli *cli, int argc, char **argv)
     return 0;
 }
 
+/* ListTopics reports what the answering broker holds; in a cluster that
+ * may be a follower or no replica at all, so the offsets come from each
+ * partition's leader (ListOffsets is routed there). */
+static void refresh_offsets(struct kappa_client *c, struct kappa_topic_info *t)
+{
+    for (int32_t i = 0; i < t->partitions; i++) {
+        struct kappa_partition_info *p = &t->partition_info[i];
+        int64_t low, high;
+        if (kappa_watermarks(c, t->name, p->partition, &low, &high, 5000) ==
+            0) {
+            p->log_start = low;
+            p->high_watermark = high;
+        }
+    }
+}
+
 static void print_describe(const struct kappa_topic_info *t)
 {
     printf("topic:              %s\n", t->name);
@@ -170,6 +186,7 @@ static int topic_describe(struct cli *cli, int argc, char **argv)
         return rv;
     }
     for (size_t i = 0; i < n; i++) {
+        refresh_offsets(c, &topics[i]);
         print_describe(&topics[i]);
     }
     kappa_topic_info_free(topics, n);
