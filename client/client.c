@@ -134,6 +134,7 @@ struct kappa_conf *kappa_conf_new(void)
     conf->message_timeout_ms = 30000;
     conf->retries = 5;
     conf->retry_backoff_ms = 100;
+    conf->topic_propagation_ms = 1000;
     conf->fetch_max_wait_ms = 500;
     conf->fetch_min_bytes = 1;
     conf->fetch_max_bytes = 50 * 1024 * 1024;
@@ -227,6 +228,8 @@ static const struct conf_int conf_ints[] = {
     CONF_INT("message.timeout.ms", 1, 3600000, message_timeout_ms),
     CONF_INT("retries", 0, 1000000, retries),
     CONF_INT("retry.backoff.ms", 1, 300000, retry_backoff_ms),
+    CONF_INT("topic.metadata.propagation.max.ms", 0, 3600000,
+             topic_propagation_ms),
     CONF_INT("fetch.max.wait.ms", 0, 300000, fetch_max_wait_ms),
     CONF_INT("fetch.min.bytes", 1, 1 << 30, fetch_min_bytes),
     CONF_INT("fetch.max.bytes", 1024, 1 << 30, fetch_max_bytes),

@@ -60,6 +60,7 @@ struct kappa_conf {
     int message_timeout_ms;
     int retries;
     int retry_backoff_ms;
+    int topic_propagation_ms; /* topic.metadata.propagation.max.ms */
     int fetch_max_wait_ms;
     int fetch_min_bytes;
     int fetch_max_bytes;

@@ -384,6 +384,7 @@ int metadata_topic_get(struct kappa_client *c, const char *name,
 {
     struct ktopic *t = metadata_topic_find(c, name);
     uint64_t deadline = client_now_ms() + (uint64_t)c->conf.request_timeout_ms;
+    uint64_t unknown_since = 0;
 
     if (t != NULL && t->is_known) {
         *out = t;
@@ -416,7 +417,19 @@ int metadata_topic_get(struct kappa_client *c, const char *name,
             return 0;
         }
         if (t->err != 0 && c->metadata_last_err == 0) {
-            return client_error(c, t->err, "topic %s", name);
+            /* A topic just created reaches every broker a moment after the
+             * metadata group commits it: "unknown" is final only once it
+             * lasted topic.metadata.propagation.max.ms (librdkafka's
+             * rule). */
+            if (t->err != KAPPA_EUNKNOWN_TOPIC) {
+                return client_error(c, t->err, "topic %s", name);
+            }
+            if (unknown_since == 0) {
+                unknown_since = now;
+            }
+            if (now - unknown_since >= (uint64_t)c->conf.topic_propagation_ms) {
+                return client_error(c, t->err, "topic %s", name);
+            }
         }
         if (c->metadata_last_err != 0 &&
             !kappa_err_is_retriable(c->metadata_last_err)) {

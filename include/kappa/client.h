@@ -47,6 +47,10 @@ extern "C" {
  * request.timeout.ms       per request (default 30000)
  * message.timeout.ms       a record fails with ETIMEDOUT after this (30000)
  * retries                  retriable errors are retried this often (5)
+ * topic.metadata.propagation.max.ms  how long a topic may be "unknown"
+ *                          before produce/assign fail with
+ *                          KAPPA_EUNKNOWN_TOPIC: a new topic reaches every
+ *                          broker a moment after it is created (1000)
  * retry.backoff.ms         first backoff, doubled each retry (100)
  * fetch.max.wait.ms        long-poll wait of a fetch (default 500)
  * fetch.min.bytes          (default 1)
