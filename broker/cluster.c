@@ -139,6 +139,28 @@ const struct meta_fsm *cluster_meta(struct cluster *cl)
     return group_meta(cl->meta);
 }
 
+void cluster_foreach_replica(struct cluster *cl, cluster_replica_fn fn,
+                             void *arg)
+{
+    for (uint32_t i = 0; i < cl->n_replicas; i++) {
+        struct replica *r = cl->replicas[i];
+        if (r->group != NULL) {
+            fn(r->topic, r->partition, &r->part, r->group, arg);
+        }
+    }
+}
+
+bool cluster_is_ready(struct cluster *cl)
+{
+    const struct meta_broker *b;
+    if (cl->is_closing || cl->meta == NULL || group_leader(cl->meta) == 0) {
+        return false;
+    }
+    b = meta_fsm_broker(cluster_meta(cl), (uint32_t)self_id(cl));
+    return b != NULL && b->state == META_BROKER_ALIVE &&
+           strcmp(b->client_addr, cl->client_addr) == 0;
+}
+
 static uint64_t meta_leader(struct cluster *cl)
 {
     return cl->meta != NULL ? group_leader(cl->meta) : 0;

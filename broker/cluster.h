@@ -62,4 +62,16 @@ int cluster_put_topics(struct cluster *cl, struct mp_writer *w,
 /* The metadata state (queries only), never NULL once started. */
 const struct meta_fsm *cluster_meta(struct cluster *cl);
 
+/* Calls fn for every partition replica hosted here with an open group
+ * (metrics; read-only). topic and p are valid during the call only. */
+typedef void (*cluster_replica_fn)(const char *topic, uint32_t partition,
+                                   struct partition *p, struct group *g,
+                                   void *arg);
+void cluster_foreach_replica(struct cluster *cl, cluster_replica_fn fn,
+                             void *arg);
+
+/* Readiness: this node is registered (alive, current address) in the
+ * metadata state and the metadata group has a known leader. */
+bool cluster_is_ready(struct cluster *cl);
+
 #endif /* KAPPA_BROKER_CLUSTER_H */

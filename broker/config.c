@@ -23,6 +23,7 @@ enum key_kind {
     KIND_LOG_LEVEL,
     KIND_CLUSTER_LISTEN,
     KIND_VOTERS,
+    KIND_METRICS_LISTEN,
 };
 
 struct key_def {
@@ -80,6 +81,8 @@ static const struct key_def key_defs[] = {
      10, 600000, "3000", "Raft election timeout (randomised 1-2x)"},
     {"raft.heartbeat.timeout.ms", KIND_I64, CFG_OFF(raft_heartbeat_timeout_ms),
      1, 60000, "300", "Raft heartbeat period of leaders"},
+    {"metrics.listen", KIND_METRICS_LISTEN, 0, 0, 0, "(empty: off)",
+     "HOST:PORT of the HTTP /metrics and /ready endpoint (port 0: ephemeral)"},
 };
 
 #define N_KEYS (sizeof key_defs / sizeof key_defs[0])
@@ -134,8 +137,11 @@ static int parse_i64(const char *s, int64_t *v)
     return 0;
 }
 
-/* Splits "HOST:PORT" or "[V6]:PORT"; the host must be a numeric address. */
-static int parse_listen(struct broker_config *cfg, const char *s, char *errmsg)
+/* Splits "HOST:PORT" or "[V6]:PORT"; the host must be a numeric address.
+ * key names the option in errors; out_host has CONFIG_HOST_BYTES_MAX
+ * bytes. */
+static int parse_hostport(const char *key, const char *s, char *out_host,
+                          int *out_port, char *errmsg)
 {
     const char *colon = strrchr(s, ':');
     const char *host = s;
@@ -146,7 +152,7 @@ static int parse_listen(struct broker_config *cfg, const char *s, char *errmsg)
 
     if (colon == NULL || parse_i64(colon + 1, &port) != 0 || port < 0 ||
         port > 65535) {
-        kappa_errmsg_printf(errmsg, "listen: expected HOST:PORT, got '%s'", s);
+        kappa_errmsg_printf(errmsg, "%s: expected HOST:PORT, got '%s'", key, s);
         return KAPPA_ECONFIG;
     }
     host_len = (size_t)(colon - s);
@@ -155,7 +161,7 @@ static int parse_listen(struct broker_config *cfg, const char *s, char *errmsg)
         host_len -= 2;
     }
     if (host_len == 0 || host_len >= sizeof tmp) {
-        kappa_errmsg_printf(errmsg, "listen: bad host in '%s'", s);
+        kappa_errmsg_printf(errmsg, "%s: bad host in '%s'", key, s);
         return KAPPA_ECONFIG;
     }
     memcpy(tmp, host, host_len);
@@ -165,13 +171,34 @@ static int parse_listen(struct broker_config *cfg, const char *s, char *errmsg)
     }
     if (inet_pton(AF_INET, tmp, addr) != 1 &&
         inet_pton(AF_INET6, tmp, addr) != 1) {
-        kappa_errmsg_printf(errmsg,
-                            "listen: host '%s' is not a numeric address", tmp);
+        kappa_errmsg_printf(errmsg, "%s: host '%s' is not a numeric address",
+                            key, tmp);
         return KAPPA_ECONFIG;
     }
-    strcpy(cfg->listen_host, tmp);
-    cfg->listen_port = (int)port;
+    strcpy(out_host, tmp);
+    *out_port = (int)port;
     return 0;
+}
+
+static int parse_listen(struct broker_config *cfg, const char *s, char *errmsg)
+{
+    return parse_hostport("listen", s, cfg->listen_host, &cfg->listen_port,
+                          errmsg);
+}
+
+/* metrics.listen: empty turns the endpoint off. */
+static int parse_metrics_listen(struct broker_config *cfg, const char *s,
+                                char *errmsg)
+{
+    int rv;
+    if (s[0] == '\0') {
+        cfg->is_metrics_on = 0;
+        return 0;
+    }
+    rv = parse_hostport("metrics.listen", s, cfg->metrics_host,
+                        &cfg->metrics_port, errmsg);
+    cfg->is_metrics_on = rv == 0;
+    return rv;
 }
 
 /* "a.b.c.d:port" with a concrete IPv4 host (peers dial it) and a port. */
@@ -310,6 +337,8 @@ int config_set(struct broker_config *cfg, const char *key, const char *value,
         return 0;
     case KIND_VOTERS:
         return parse_voters(cfg, value, errmsg);
+    case KIND_METRICS_LISTEN:
+        return parse_metrics_listen(cfg, value, errmsg);
     case KIND_LOG_LEVEL:
         level = kappa_log_level_parse(value);
         if (level < 0) {

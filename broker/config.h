@@ -46,6 +46,11 @@ struct broker_config {
     struct config_voter voters[CONFIG_VOTERS_MAX];
     int64_t raft_election_timeout_ms;
     int64_t raft_heartbeat_timeout_ms;
+    /* HTTP metrics endpoint (broker/metrics.h): on when metrics.listen is
+     * set. */
+    int is_metrics_on;
+    char metrics_host[CONFIG_HOST_BYTES_MAX]; /* numeric IPv4 or IPv6 */
+    int metrics_port;                         /* 0: ephemeral */
 };
 
 /* What main should do after config_parse_args. */

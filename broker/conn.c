@@ -144,6 +144,17 @@ void conn_update_reading(struct conn *c)
     }
 }
 
+/* Metrics: one count per frame by api key (a header decode, no
+ * allocation); a malformed envelope counts as "unknown". */
+static void count_request(struct server *s, const uint8_t *body, size_t n)
+{
+    struct wire_request_header h = {0, 0, 0};
+    struct mp_reader args;
+    int ok = wire_request_decode(body, n, &h, &args) == 0;
+    metrics_count_request(
+        &s->stats, ok && h.api_key < WIRE_API_COUNT ? (int)h.api_key : -1);
+}
+
 void conn_process(struct conn *c)
 {
     uint32_t body_bytes;
@@ -166,6 +177,7 @@ void conn_process(struct conn *c)
             break;
         }
         c->rpos += WIRE_FRAME_HEADER_BYTES + (size_t)body_bytes;
+        count_request(c->server, frame + WIRE_FRAME_HEADER_BYTES, body_bytes);
         dispatch_frame(c, frame + WIRE_FRAME_HEADER_BYTES, body_bytes);
         n++;
     }
@@ -192,6 +204,7 @@ static void read_cb(uv_stream_t *stream, ssize_t nread, const uv_buf_t *b)
         return;
     }
     c->rbuf.len += (size_t)nread;
+    c->server->stats.bytes_in += (uint64_t)nread;
     conn_process(c);
 }
 
@@ -246,6 +259,7 @@ void conn_flush(struct conn *c)
         return;
     }
     c->is_writing = 1;
+    c->server->stats.bytes_out += c->wbuf.len;
 }
 
 static void mark_dirty(struct conn *c)

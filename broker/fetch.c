@@ -46,6 +46,11 @@ struct fetch_part {
     int64_t partition;
     int64_t offset;
     uint64_t max_bytes;
+    /* Metrics: what the reply being built holds for this part, counted
+     * only when the reply is sent. */
+    struct partition *sent_p;
+    uint64_t sent_records;
+    uint64_t sent_bytes;
 };
 
 struct fetch_req {
@@ -177,6 +182,22 @@ static int64_t next_offset_after(const uint8_t *p, size_t n)
     return next;
 }
 
+/* Records of the non-control batches in p[0..n) (metrics). */
+static uint64_t count_records(const uint8_t *p, size_t n)
+{
+    struct batch_header h;
+    uint64_t records = 0;
+    size_t pos = 0;
+    while (pos < n && batch_header_decode(p + pos, n - pos, &h) == 0 &&
+           h.batch_bytes <= n - pos) {
+        if ((h.attributes & KAPPA_BATCH_ATTR_CONTROL) == 0) {
+            records += h.record_count;
+        }
+        pos += h.batch_bytes;
+    }
+    return records;
+}
+
 /* The first read of a part: whole batches from offset, the first one whole
  * even when it is larger than the budget. */
 static int read_first(struct buf *out, struct partition *p, int64_t offset,
@@ -259,8 +280,7 @@ static void put_records(struct buf *out, size_t n_read)
 /* Writes one part's entry. Keys are written in an order that lets the
  * records go in before the error code is known. */
 static int put_part(struct mp_writer *w, struct fetch_req *req,
-                    const struct fetch_part *fp, uint64_t *budget,
-                    uint64_t *total)
+                    struct fetch_part *fp, uint64_t *budget, uint64_t *total)
 {
     struct server *s = req->server;
     struct partition *p;
@@ -296,6 +316,12 @@ static int put_part(struct mp_writer *w, struct fetch_req *req,
         }
     }
     put_records(w->out, n_read);
+    fp->sent_p = p;
+    fp->sent_bytes = n_read;
+    fp->sent_records =
+        n_read > 0 && w->out->len >= n_read
+            ? count_records(w->out->data + w->out->len - n_read, n_read)
+            : 0;
     *total += n_read;
     *budget -= n_read < *budget ? n_read : *budget;
     mp_put_str(w, "error");
@@ -325,6 +351,19 @@ static void abandon_cb(struct req *r)
     fetch_free((struct fetch_req *)(void *)r);
 }
 
+/* Adds what a sent reply held to each partition's counters. The
+ * partitions were resolved during this same build_reply call. */
+static void count_sent(struct fetch_req *req)
+{
+    for (uint32_t i = 0; i < req->n_parts; i++) {
+        struct fetch_part *fp = &req->parts[i];
+        if (fp->sent_p != NULL) {
+            fp->sent_p->stats.fetch_records += fp->sent_records;
+            fp->sent_p->stats.fetch_bytes += fp->sent_bytes;
+        }
+    }
+}
+
 /* Builds the reply; sends it when force, on any error or with min_bytes of
  * records, else drops it. Returns 1 when sent (the caller frees). */
 static int build_reply(struct conn *c, struct fetch_req *req, int force)
@@ -344,6 +383,7 @@ static int build_reply(struct conn *c, struct fetch_req *req, int force)
     if (force || any_error || r.w.err != 0 ||
         total >= (uint64_t)req->min_bytes) {
         reply_end(&r);
+        count_sent(req);
         return 1;
     }
     reply_abort(&r);

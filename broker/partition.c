@@ -47,6 +47,7 @@ int partition_init(struct partition *p, uv_loop_t *loop, uint32_t id,
     list_init(&p->watches);
     list_init(&p->dirty_link);
     p->dirty_list = NULL;
+    memset(&p->stats, 0, sizeof p->stats);
     p->synced_cb = synced_cb;
     p->data = data;
     p->sync_work.data = p;
@@ -150,12 +151,21 @@ static void ack_durable(struct partition *p)
     }
 }
 
+/* Process-wide: one loop per process, read by the metrics scrape. */
+static uint64_t n_fsyncs_total;
+
+uint64_t partition_fsyncs_total(void)
+{
+    return n_fsyncs_total;
+}
+
 static void sync_done_cb(uv_work_t *req, int status)
 {
     struct partition *p = req->data;
     int rv;
     KAPPA_ASSERT(p->is_syncing);
     p->is_syncing = 0;
+    n_fsyncs_total++;
     if (status != 0) {
         /* Only UV_ECANCELED, which we never request. */
         p->sync.rv = KAPPA_ECANCELED;

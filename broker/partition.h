@@ -11,6 +11,7 @@
 #include <uv.h>
 
 #include "broker/list.h"
+#include "broker/metrics.h"
 #include "broker/store/log.h"
 
 struct partition;
@@ -62,6 +63,7 @@ struct partition {
     /* Cluster mode: the Raft group whose store is log and whose commit
      * offset is the high watermark; NULL on a single node. */
     struct group *group;
+    struct metrics_partition stats; /* hot-path counters (metrics.c) */
 };
 
 /* Opens the log in dir. Returns 0 or a KAPPA_E* code with errmsg. */
@@ -125,5 +127,9 @@ void partition_maybe_sync(struct partition *p);
 /* Starts a group commit for every partition on the dirty list (called once
  * per loop pass, after every request of the pass was handled). */
 void partition_sync_dirty(struct list *dirty_list);
+
+/* Group commits (fdatasyncs) completed by every partition of this process
+ * (single node; cluster mode syncs through rio). */
+uint64_t partition_fsyncs_total(void);
 
 #endif /* KAPPA_BROKER_PARTITION_H */

@@ -38,7 +38,8 @@ struct produce_part {
     int64_t partition;
     int error;
     int64_t base_offset;
-    char *message; /* error detail or NULL */
+    char *message;       /* error detail or NULL */
+    struct partition *p; /* while waiting for durability (metrics) */
 };
 
 struct produce_req {
@@ -47,6 +48,7 @@ struct produce_req {
     int acks;
     uint32_t n_parts;
     uint32_t n_waiting;
+    uint64_t arrival_ns; /* uv_hrtime at dispatch (latency metric) */
     struct produce_part parts[];
 };
 
@@ -234,6 +236,8 @@ static void durable_cb(struct partition_waiter *w, int status)
     struct produce_req *req = part->req;
     if (status != 0) {
         part_fail(part, status, "fdatasync failed");
+    } else {
+        metrics_observe_latency(&part->p->stats, uv_hrtime() - req->arrival_ns);
     }
     if (--req->n_waiting == 0) {
         finish(req);
@@ -250,6 +254,12 @@ struct produce_prop {
     struct group_propose gp;
     struct produce_part *part;
     uint32_t index; /* of the batch within its part */
+    /* Metrics, counted on commit: the view stays valid while the group
+     * can still commit (group_close fails pending proposals first). */
+    struct partition *p;
+    uint32_t n_records;
+    uint32_t n_bytes;
+    bool is_last; /* the part's last batch: commit order ends the part */
 };
 
 static void prop_result(struct produce_part *part, uint32_t index, int status,
@@ -272,6 +282,14 @@ static void prop_done(struct group_propose *gp, int status, int64_t value)
     struct produce_prop *pp = gp->data;
     struct produce_part *part = pp->part;
     struct produce_req *req = part->req;
+    if (status == 0) {
+        pp->p->stats.produce_records += pp->n_records;
+        pp->p->stats.produce_bytes += pp->n_bytes;
+        if (pp->is_last) {
+            metrics_observe_latency(&pp->p->stats,
+                                    uv_hrtime() - req->arrival_ns);
+        }
+    }
     prop_result(part, pp->index, status, value);
     kappa_free(pp);
     if (--req->n_waiting == 0) {
@@ -306,6 +324,10 @@ static void produce_part_cluster(struct produce_req *req,
         }
         pp->part = part;
         pp->index = index;
+        pp->p = p;
+        pp->n_records = h.record_count;
+        pp->n_bytes = h.batch_bytes;
+        pp->is_last = pos + h.batch_bytes >= pa->records_len;
         pp->gp.data = pp;
         rv = group_propose_batch(p->group, &pp->gp, pa->records + pos,
                                  h.batch_bytes, &dup, prop_done);
@@ -368,7 +390,10 @@ static void produce_part(struct produce_req *req, struct produce_part *part,
         part_fail(part, rv, errmsg);
         return;
     }
+    p->stats.produce_records += n_records;
+    p->stats.produce_bytes += pa->records_len;
     if (req->acks != -1 || end <= partition_high_watermark(p)) {
+        metrics_observe_latency(&p->stats, uv_hrtime() - req->arrival_ns);
         return;
     }
     if (!partition_is_syncing(p) && !partition_is_dirty(p)) {
@@ -377,6 +402,7 @@ static void produce_part(struct produce_req *req, struct produce_part *part,
         return;
     }
     part->req = req;
+    part->p = p;
     req->n_waiting++;
     partition_wait(p, &part->waiter, end, durable_cb);
 }
@@ -408,6 +434,7 @@ void api_produce(struct conn *c, uint32_t corr, struct mp_reader *args)
         return;
     }
     req->server = s;
+    req->arrival_ns = uv_hrtime();
     req->acks = (int)a.acks;
     req->n_parts = a.n_parts;
     req->n_waiting = 1; /* held until every part is started */

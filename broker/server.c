@@ -211,6 +211,8 @@ void server_shutdown(struct server *s)
               "shutting down: connections=%u requests=%llu", s->n_conns,
               (unsigned long long)s->n_reqs);
     close_handle(s, &s->listener);
+    metrics_close(s->metrics);
+    s->metrics = NULL;
     (void)uv_timer_stop(&s->housekeeping_timer);
     (void)uv_idle_stop(&s->idle);
     for (pos = s->conns.next; pos != &s->conns; pos = pos->next) {
@@ -386,6 +388,10 @@ int server_start(struct server *s, uv_loop_t *loop,
         if (rv != 0) {
             goto err_after_cluster;
         }
+    }
+    rv = metrics_start(&s->metrics, s, errmsg);
+    if (rv != 0) {
+        goto err_after_cluster;
     }
     s->state = SERVER_RUNNING;
     return 0;

@@ -9,6 +9,7 @@
 
 #include "broker/config.h"
 #include "broker/list.h"
+#include "broker/metrics.h"
 #include "broker/topics.h"
 
 enum server_state {
@@ -48,6 +49,8 @@ struct server {
     int is_cluster_closing;  /* cluster_close called, callback pending */
     uint64_t log_suppressed; /* protocol error lines rate-limited away */
     uint64_t last_protocol_log_ms;
+    struct metrics_node stats; /* hot-path counters, read by metrics.c */
+    struct metrics *metrics;   /* HTTP endpoint; NULL when off */
 };
 
 /* Opens the topics, binds and listens, starts timers and signal handlers.

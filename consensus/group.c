@@ -73,6 +73,7 @@ struct group {
     int last_state;
     uint64_t last_leader;
     uint64_t last_term;
+    uint64_t n_leader_changes; /* known leader changed (metrics) */
     bool is_ready;
     int64_t last_commit;  /* commit offset or applied index */
     uint64_t last_resize; /* batches applied at the last resize */
@@ -311,6 +312,9 @@ static void poll_group(struct group *g)
         changed = true;
     }
     changed |= leader != g->last_leader || state != g->last_state;
+    if (leader != g->last_leader && leader != 0) {
+        g->n_leader_changes++;
+    }
     g->last_state = state;
     g->last_leader = leader;
     g->last_term = term;
@@ -660,6 +664,11 @@ enum group_kind group_kind(const struct group *g)
 uint64_t group_leader(const struct group *g)
 {
     return g->last_leader;
+}
+
+uint64_t group_leader_changes(const struct group *g)
+{
+    return g->n_leader_changes;
 }
 
 uint64_t group_term(const struct group *g)

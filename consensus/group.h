@@ -129,6 +129,8 @@ enum group_kind group_kind(const struct group *g);
 /* raft_leader's id (0: unknown) and this node's current term. */
 uint64_t group_leader(const struct group *g);
 uint64_t group_term(const struct group *g);
+/* How many times the check handle saw a new known leader (metrics). */
+uint64_t group_leader_changes(const struct group *g);
 bool group_is_leader(const struct group *g);
 /* Leader, and its own barrier is applied. */
 bool group_is_ready(const struct group *g);
