@@ -34,6 +34,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "broker/server.h"
 #include "common/alloc.h"
@@ -230,6 +231,31 @@ static int replicas_grow(struct cluster *cl)
     return 0;
 }
 
+/* Writes dir/partition.info, "<topic>\n<partition>\n", so that an offline
+ * reader (kappad dump) can name the group without the metadata state.
+ * Advisory and rewritten at every open, so it is not fsynced; a failure
+ * is only logged. */
+static void write_partition_info(const char *dir, const char *topic,
+                                 uint32_t partition)
+{
+    char tmp[CLUSTER_PATH_BYTES + 64];
+    char path[CLUSTER_PATH_BYTES + 64];
+    FILE *f;
+    int rv;
+    snprintf(tmp, sizeof tmp, "%s/partition.info.tmp", dir);
+    snprintf(path, sizeof path, "%s/partition.info", dir);
+    f = fopen(tmp, "w");
+    if (f == NULL) {
+        return;
+    }
+    rv = fprintf(f, "%s\n%u\n", topic, partition) < 0;
+    rv |= fclose(f) != 0;
+    if (rv != 0 || rename(tmp, path) != 0) {
+        kappa_log(KAPPA_LOG_WARN, COMPONENT, "write %s failed", path);
+        (void)unlink(tmp);
+    }
+}
+
 static void replica_open(struct cluster *cl, const struct meta_topic *t,
                          uint32_t partition)
 {
@@ -271,6 +297,7 @@ static void replica_open(struct cluster *cl, const struct meta_topic *t,
         kappa_free(r);
         return;
     }
+    write_partition_info(dir, t->name, partition);
     partition_init_group(&r->part, cl->loop, partition, r->group, r);
     r->is_seen = true;
     cl->replicas[cl->n_replicas++] = r;

@@ -13,6 +13,7 @@
 #include <uv.h>
 
 #include "broker/config.h"
+#include "broker/dump.h"
 #include "broker/server.h"
 #include "broker/version.h"
 #include "common/assert.h"
@@ -166,6 +167,10 @@ int main(int argc, char **argv)
     int lock_fd = -1;
     int status;
 
+    /* "kappad dump DATA_DIR ...": offline, before any node setup. */
+    if (argc >= 2 && strcmp(argv[1], "dump") == 0) {
+        return dump_main(argc - 1, argv + 1);
+    }
     if (config_parse_args(&cfg, argc, argv, &action, errmsg) != 0) {
         fprintf(stderr, "kappad: %s\n", errmsg);
         return 2;

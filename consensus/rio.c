@@ -1143,6 +1143,23 @@ static int io_load(struct raft_io *io, raft_term *term, raft_id *voted_for,
 }
 
 /* Writes one configuration entry at the end of the store and syncs it. */
+/* raft 0.15 pads an encoded configuration to 8 bytes and leaves the padding
+ * uninitialised. Every voter writes the bootstrap entry itself, so the
+ * replicas' bytes (and CRCs) at offset 0 would differ: zero the padding.
+ * The layout is raft's: version u8, n u64, then per server id u64, address
+ * NUL-terminated, role u8. */
+static void zero_configuration_padding(const struct raft_configuration *conf,
+                                       struct raft_buffer *buf)
+{
+    size_t used = 1 + 8;
+    for (unsigned i = 0; i < conf->n; i++) {
+        used += 8 + strlen(conf->servers[i].address) + 1 + 1;
+    }
+    if (used < buf->len) {
+        memset((uint8_t *)buf->base + used, 0, buf->len - used);
+    }
+}
+
 static int write_configuration(struct rio *rio,
                                const struct raft_configuration *conf,
                                raft_term term)
@@ -1155,6 +1172,7 @@ static int write_configuration(struct rio *rio,
     if (rv != 0) {
         return rv;
     }
+    zero_configuration_padding(conf, &e.buf);
     rv = rio_entry_check(&e, rio->is_wrapped, rio->tail.next_offset, &next,
                          errmsg);
     rio->scratch.len = 0;

@@ -541,8 +541,10 @@ def load_dump(path):
     """Reads one node's dump (the format `kappad dump` writes; see
     README.md): a header line {"kappa_dump": 1, "node": N}, then per
     partition a line {"partition": "topic/p", "start": S, "commit": C}
-    followed by one [offset, token] line per record in [S, C); token is the
-    record's CRC-32C as 8 hex digits or its value, compared as given."""
+    followed by one [offset, token, ...] line per record in [S, C); token is
+    the record's CRC-32C as 8 hex digits or its value, compared as given;
+    further elements of a record line, and {"batch": ...} and
+    {"error": ...} lines, are detail the comparison ignores."""
     node = os.path.basename(path)
     parts = {}
     cur = None
@@ -557,11 +559,14 @@ def load_dump(path):
                 raise HistoryError("%s:%d: not JSON: %s" % (path, lineno, e))
             if isinstance(x, dict) and "kappa_dump" in x:
                 node = str(x.get("node", node))
+            elif isinstance(x, dict) and ("batch" in x or "error" in x):
+                continue  # per-batch detail and reported damage
             elif isinstance(x, dict) and "partition" in x:
                 cur = {"start": int(x.get("start", 0)),
                        "commit": int(x["commit"]), "records": {}}
                 parts[key_str(x["partition"])] = cur
-            elif isinstance(x, list) and len(x) == 2 and cur is not None:
+            elif isinstance(x, list) and len(x) >= 2 and cur is not None:
+                # [offset, token, ...]: later elements are detail
                 cur["records"][int(x[0])] = vkey(x[1])
             else:
                 raise HistoryError("%s:%d: unexpected line" % (path, lineno))
