@@ -7,6 +7,7 @@
 #include <msgpack.h>
 
 #include "common/err.h"
+#include "gen.h"
 
 static uint64_t splitmix64(uint64_t x)
 {
@@ -156,91 +157,30 @@ int clickstream_job_new(const char *name, enum kappa_stream_format format,
     return 0;
 }
 
-struct gen_state {
-    int64_t n_failed;
-    int first_err;
+struct click_gen {
+    uint64_t seed;
+    enum kappa_stream_format format;
 };
 
-static void on_delivery(const struct kappa_delivery *d, void *arg)
-{
-    struct gen_state *g = arg;
-    if (d->err != 0) {
-        if (g->n_failed++ == 0) {
-            g->first_err = d->err;
-        }
-    }
-}
+_Static_assert(CLICK_VALUE_MAX <= GEN_VALUE_MAX, "a click fits a gen event");
+_Static_assert(sizeof(((struct click_event *)0)->user) <= GEN_KEY_MAX,
+               "a user id fits a gen key");
 
-static int produce_all(struct kappa_client *c, const char *topic, int64_t n,
-                       uint64_t seed, enum kappa_stream_format format)
+static void click_gen_event(int64_t i, struct gen_event *ev, void *arg)
 {
-    uint8_t value[CLICK_VALUE_MAX];
-    for (int64_t i = 0; i < n; i++) {
-        struct click_event ev;
-        struct kappa_msg m;
-        int rv;
-        clickstream_event(seed, i, &ev);
-        memset(&m, 0, sizeof m);
-        m.topic = topic;
-        m.partition = KAPPA_PARTITION_ANY;
-        m.key = ev.user;
-        m.key_len = strlen(ev.user);
-        m.value = value;
-        m.value_len = clickstream_encode(&ev, format, value);
-        m.timestamp_ms = ev.arrival_ms;
-        while ((rv = kappa_produce(c, &m)) == KAPPA_EBUSY) {
-            kappa_poll(c, 10);
-        }
-        if (rv != 0) {
-            return rv;
-        }
-    }
-    return 0;
+    const struct click_gen *cg = arg;
+    struct click_event click;
+    clickstream_event(cg->seed, i, &click);
+    memcpy(ev->key, click.user, sizeof click.user);
+    ev->value_len = clickstream_encode(&click, cg->format, ev->value);
+    ev->timestamp_ms = click.arrival_ms;
 }
 
 int clickstream_generate(const char *bootstrap, const char *topic, int64_t n,
                          uint64_t seed, enum kappa_stream_format format,
                          int32_t n_partitions, char *errmsg)
 {
-    struct kappa_conf *conf = kappa_conf_new();
-    struct kappa_client *c = NULL;
-    struct gen_state g = {0, 0};
-    char errstr[256];
-    int rv;
-
-    if (conf == NULL) {
-        return KAPPA_ENOMEM;
-    }
-    if (kappa_conf_set(conf, "bootstrap.servers", bootstrap, errstr,
-                       sizeof errstr) != 0 ||
-        kappa_conf_set(conf, "linger.ms", "10", errstr, sizeof errstr) != 0) {
-        kappa_conf_free(conf);
-        kappa_errmsg_printf(errmsg, "%s", errstr);
-        return KAPPA_ECONFIG;
-    }
-    rv = kappa_client_new(conf, &c, errstr, sizeof errstr);
-    if (rv != 0) {
-        kappa_errmsg_printf(errmsg, "%s", errstr);
-        return rv;
-    }
-    kappa_set_delivery_cb(c, on_delivery, &g);
-    rv = kappa_create_topic(c, topic, n_partitions, 1, NULL, 10000);
-    if (rv == KAPPA_ETOPIC_EXISTS) {
-        rv = 0;
-    }
-    if (rv == 0) {
-        rv = produce_all(c, topic, n, seed, format);
-    }
-    if (rv == 0) {
-        rv = kappa_flush(c, 120000);
-    }
-    if (rv == 0 && g.n_failed > 0) {
-        rv = g.first_err;
-    }
-    if (rv != 0) {
-        kappa_errmsg_printf(errmsg, "generate into %s: %s (%lld failed)", topic,
-                            kappa_last_error(c), (long long)g.n_failed);
-    }
-    kappa_client_free(c);
-    return rv;
+    struct click_gen cg = {seed, format};
+    return gen_produce(bootstrap, topic, n_partitions, n, click_gen_event, &cg,
+                       errmsg);
 }

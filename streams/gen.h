@@ -1,5 +1,5 @@
 /* Producing a generated event stream into a topic: the loop shared by the
- * example generators (monitoring, fraud). */
+ * example generators (clickstream, monitoring, fraud). */
 #ifndef KAPPA_STREAMS_GEN_H
 #define KAPPA_STREAMS_GEN_H
 
